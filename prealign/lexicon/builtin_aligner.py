@@ -61,7 +61,7 @@ def make_chunks(corpus: EncodedCorpus, chunk_sentences: int, map_fn: MapFn = loc
 
 def _chunk_estep(chunk: Chunk, fwd: Params, bwd: Params, agreement: bool, posterior: bool) -> list[Counts]:
     torch.set_num_threads(1)
-    counts = [estep(chunk, FORWARD, fwd, posterior or agreement), estep(chunk, BACKWARD, bwd, posterior or agreement)]
+    counts = [estep(chunk, FORWARD, fwd), estep(chunk, BACKWARD, bwd)]
     if agreement:
         joint = counts[0].posterior * counts[1].posterior
         paired = np.bincount(chunk.cand_local[:-1], weights=joint, minlength=len(chunk.pairs))

@@ -88,7 +88,9 @@ def _group_batches(lens_state: np.ndarray, lens_obs: np.ndarray) -> list[tuple[i
         start = 0
         while start < len(group):
             stop = start + 1
-            while stop < len(group) and (stop - start + 1) * int(lens_obs[group[stop]]) * k <= _BATCH_ELEMENTS:
+            while (
+                stop < len(group) and (stop - start + 1) * int(lens_obs[group[stop]]) * k <= _BATCH_ELEMENTS
+            ):
                 stop += 1
             out.append((k, group[start:stop]))
             start = stop
@@ -136,114 +138,112 @@ def make_chunk(corpus: EncodedCorpus, start: int, stop: int) -> Chunk:
 
 
 def transition_matrix(params: Params, k: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The 2K x 2K transition matrix, the initial distribution, and the jump-bin index of each (i', i)."""
+    """The real-to-real transition block R (K x K, rows sum to 1 - p0), the initial distribution over real
+    positions (sums to 1 - p0) and the jump-bin index of each (i', i).
+
+    From real position i' (or the empty state remembering i') the chain moves to real i with R[i', i] and to
+    the empty state remembering i' with p0.
+    """
     d = np.arange(k)[None, :] - np.arange(k)[:, None]
     bins = np.clip(d, -params.max_jump, params.max_jump) + params.max_jump
     jump = params.jump[bins].astype(np.float64)
     real = jump / jump.sum(axis=1, keepdims=True) * (1.0 - params.p0)
-    eye = np.eye(k) * params.p0
-    a = np.block([[real, eye], [real, eye]])
     first = params.jump[np.clip(np.arange(k) + 1, -params.max_jump, params.max_jump) + params.max_jump]
     first = first / first.sum() * (1.0 - params.p0)
-    pi = np.concatenate([first, np.full(k, params.p0 / k)])
-    return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(pi.astype(np.float32)), bins
+    return torch.from_numpy(real.astype(np.float32)), torch.from_numpy(first.astype(np.float32)), bins
 
 
-def estep(chunk: Chunk, direction: int, params: Params, posterior: bool = False) -> Counts:
-    """Expected counts (and optionally link posteriors) for one chunk and direction."""
+def estep(chunk: Chunk, direction: int, params: Params) -> Counts:
+    """Expected counts and link posteriors for one chunk and direction."""
     local_t = np.empty(len(chunk.pairs) + 1, dtype=np.float32)
     local_t[:-1] = np.maximum(params.t[chunk.pairs], _FLOOR)
     local_t[-1] = 1.0
     t_cand = torch.from_numpy(local_t[chunk.cand_local])
     t_null = torch.from_numpy(np.maximum(params.t_null, _FLOOR).astype(np.float32))
-    n_jump = 2 * params.max_jump + 1
-    pair_counts = np.zeros(len(chunk.pairs) + 1, dtype=np.float64)
     null_counts = np.zeros(len(params.t_null), dtype=np.float64)
-    jump_counts = np.zeros(n_jump, dtype=np.float64)
+    jump_counts = np.zeros(2 * params.max_jump + 1, dtype=np.float64)
     to_null = transitions = loglik = 0.0
-    post = np.zeros(chunk.n_candidates + 1, dtype=np.float32) if posterior else None
-    hmm = params.jump is not None
+    post = torch.zeros(chunk.n_candidates + 1, dtype=torch.float32)
     for batch in chunk.batches[direction]:
-        k = batch.k
-        cidx = torch.from_numpy(batch.cidx).long()
+        cidx = torch.from_numpy(batch.cidx)
         mask = torch.from_numpy(batch.mask)
+        obs = torch.from_numpy(batch.obs)
         emit = t_cand[cidx]  # [B, T, K]
-        emit_null = t_null[torch.from_numpy(batch.obs).long()]  # [B, T]
-        if not hmm:
+        emit_null = t_null[obs]  # [B, T]
+        if params.jump is None:
             total = emit.sum(-1) + emit_null
             gamma = emit / total[..., None]
             gamma_null = emit_null / total
             loglik += float(torch.log(total[mask]).sum())
         else:
-            gamma, gamma_null, stats = _forward_backward(params, k, emit, emit_null, mask)
+            gamma, gamma_null, stats = _forward_backward(params, batch.k, emit, emit_null, mask)
             jump_counts += stats[0]
             to_null += stats[1]
             transitions += stats[2]
             loglik += stats[3]
-        gamma = gamma * mask[..., None]
-        gamma_null = gamma_null * mask
-        flat_c = batch.cidx.reshape(-1)
-        g = gamma.reshape(-1).numpy().astype(np.float64)
-        pair_counts += np.bincount(chunk.cand_local[flat_c], weights=g, minlength=len(pair_counts))
-        null_counts += np.bincount(
-            batch.obs.reshape(-1), weights=gamma_null.reshape(-1).numpy(), minlength=len(null_counts)
-        )
-        if post is not None:
-            post[flat_c] = gamma.reshape(-1).numpy()
-    return Counts(
-        pairs=pair_counts[:-1],
-        null=null_counts,
-        jump=jump_counts,
-        to_null=to_null,
-        transitions=transitions,
-        loglik=loglik,
-        posterior=None if post is None else post[:-1],
-    )
+        post[cidx] = gamma  # padded slots all write the sentinel, dropped below
+        gamma_null = (gamma_null * mask).reshape(-1).numpy()
+        null_counts += np.bincount(batch.obs.reshape(-1), weights=gamma_null, minlength=len(null_counts))
+    post_np = post.numpy()[:-1]
+    pair_counts = np.bincount(chunk.cand_local[:-1], weights=post_np, minlength=len(chunk.pairs))
+    return Counts(pair_counts, null_counts, jump_counts, to_null, transitions, loglik, post_np)
 
 
 def _forward_backward(
     params: Params, k: int, emit: torch.Tensor, emit_null: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, float, float, float]]:
-    """Scaled forward-backward for a batch sharing K states; returns posteriors and transition counts."""
-    a_mat, pi, bins = transition_matrix(params, k)
+    """Scaled forward-backward for a batch sharing K real states.
+
+    Rows of the 2K x 2K transition matrix for real i' and for "empty, remembering i'" are equal, so the
+    recursions run on K-vectors: the position distribution s = alpha_real + alpha_empty moves by R, and
+    the backward vector is shared by both kinds of state.
+    """
+    r_mat, first, bins = transition_matrix(params, k)
+    p0 = params.p0
     b_size, t_max, _ = emit.shape
-    full = torch.cat([emit, emit_null[..., None].expand(-1, -1, k)], dim=-1)
-    full = torch.where(mask[..., None], full, torch.ones(()))
-    alpha = torch.empty(b_size, t_max, 2 * k)
+    emit = torch.where(mask[..., None], emit, 1.0)
+    emit_null = torch.where(mask, emit_null, 1.0)
+    alpha = torch.empty(b_size, t_max, k)
+    alpha_null = torch.empty(b_size, t_max, k)
     scale = torch.empty(b_size, t_max)
-    cur = pi[None, :] * full[:, 0]
-    scale[:, 0] = cur.sum(-1)
-    alpha[:, 0] = cur / scale[:, 0, None]
+    real = first[None, :] * emit[:, 0]
+    null = (p0 / k) * emit_null[:, 0, None].expand(-1, k)
+    scale[:, 0] = real.sum(-1) + p0 * emit_null[:, 0]
+    alpha[:, 0] = real / scale[:, 0, None]
+    alpha_null[:, 0] = null / scale[:, 0, None]
     for t in range(1, t_max):
-        cur = (alpha[:, t - 1] @ a_mat) * full[:, t]
-        scale[:, t] = cur.sum(-1)
-        alpha[:, t] = cur / scale[:, t, None]
-    beta = torch.empty_like(alpha)
+        pos = alpha[:, t - 1] + alpha_null[:, t - 1]
+        real = (pos @ r_mat) * emit[:, t]
+        sc = real.sum(-1) + p0 * emit_null[:, t]
+        scale[:, t] = sc
+        alpha[:, t] = real / sc[:, None]
+        alpha_null[:, t] = pos * (p0 * emit_null[:, t] / sc)[:, None]
+    beta = torch.empty(b_size, t_max, k)
     beta[:, t_max - 1] = 1.0
-    a_t = a_mat.T.contiguous()
-    weighted = torch.empty_like(alpha)  # emission * beta / scale, the right factor of xi
+    w_real = torch.empty(b_size, t_max, k)  # emission * beta / scale: the right factor of the expected transitions
+    w_null = torch.empty(b_size, t_max, k)
+    r_t = r_mat.T.contiguous()
     for t in range(t_max - 1, 0, -1):
-        weighted[:, t] = full[:, t] * beta[:, t] / scale[:, t, None]
-        beta[:, t - 1] = weighted[:, t] @ a_t
+        inv = 1.0 / scale[:, t, None]
+        w_real[:, t] = emit[:, t] * beta[:, t] * inv
+        w_null[:, t] = beta[:, t] * (emit_null[:, t, None] * inv)
+        beta[:, t - 1] = w_real[:, t] @ r_t + p0 * w_null[:, t]
     gamma = alpha * beta
+    gamma_null = (alpha_null * beta).sum(-1)
     loglik = float(torch.log(scale[mask]).sum())
-    # transition counts: xi(i', i) = alpha[t-1, i'] * A[i', i] * weighted[t, i], summed over batch and t
-    stats_jump = np.zeros(2 * params.max_jump + 1)
+    jump = np.zeros(2 * params.max_jump + 1)
+    to_null = transitions = 0.0
     if t_max > 1:
-        w = weighted[:, 1:] * mask[:, 1:, None]
-        s = alpha[:, :-1].reshape(-1, 2 * k).T @ w.reshape(-1, 2 * k)
-        xi = (s * a_mat).double().numpy()
-        real = xi[:k, :k] + xi[k:, :k]
-        stats_jump += np.bincount(bins.reshape(-1), weights=real.reshape(-1), minlength=len(stats_jump))
-        to_null = float(np.trace(xi[:k, k:]) + np.trace(xi[k:, k:]))
-        transitions = float(xi.sum())
-    else:
-        to_null = transitions = 0.0
-    first = (gamma[:, 0] * mask[:, 0, None]).double().numpy().sum(axis=0)
+        m = mask[:, 1:, None]
+        pos = (alpha[:, :-1] + alpha_null[:, :-1]).reshape(-1, k)
+        s = pos.T @ (w_real[:, 1:] * m).reshape(-1, k)
+        real_xi = (s * r_mat).double().numpy()
+        jump += np.bincount(bins.reshape(-1), weights=real_xi.reshape(-1), minlength=len(jump))
+        to_null = float(p0 * (pos * (w_null[:, 1:] * m).reshape(-1, k)).double().sum())
+        transitions = float(real_xi.sum()) + to_null
+    start = (gamma[:, 0] * mask[:, 0, None]).double().numpy().sum(axis=0)
     first_bins = np.clip(np.arange(k) + 1, -params.max_jump, params.max_jump) + params.max_jump
-    stats_jump += np.bincount(first_bins, weights=first[:k], minlength=len(stats_jump))
-    to_null += float(first[k:].sum())
+    jump += np.bincount(first_bins, weights=start, minlength=len(jump))
+    to_null += float((gamma_null[:, 0] * mask[:, 0]).sum())
     transitions += float(mask[:, 0].sum())
-    real_post = gamma[..., :k]
-    null_post = gamma[..., k:].sum(-1)
-    return real_post, null_post, (stats_jump, to_null, transitions, loglik)
+    return gamma, gamma_null, (jump, to_null, transitions, loglik)
