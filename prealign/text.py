@@ -83,9 +83,21 @@ class Segmenter:
         """The words of each string, in order."""
         norm = [self.normalize(t) for t in texts]
         encodings = self._tokenizer.encode_batch(norm, add_special_tokens=False)
-        return [[s[a:b] for a, b in enc.offsets] for s, enc in zip(norm, encodings)]
+        return [[s[a:b] for a, b in enc.offsets] for s, enc in zip(norm, encodings, strict=False)]
 
 
 def is_word(token: str) -> bool:
     """True when a token holds at least one letter (not only punctuation, digits or symbols)."""
     return any(ch.isalpha() for ch in token)
+
+
+# Where an apostrophe inside a word goes, by language: elision languages glue it to the word before
+# (l'homme -> l' homme), English to the word after (Tom's -> Tom 's), others keep it as its own token.
+_APOSTROPHE_BY_LANG = {"fr": "previous", "it": "previous", "ca": "previous", "oc": "previous", "en": "next"}
+
+
+def apostrophe_for(lang: str | None) -> Apostrophe:
+    """The apostrophe rule for an ISO 639-1 language code (``split`` when unknown or None)."""
+    if lang is None:
+        return "split"
+    return _APOSTROPHE_BY_LANG.get(lang.lower().split("-")[0].split("_")[0], "split")  # type: ignore[return-value]

@@ -88,9 +88,7 @@ def _group_batches(lens_state: np.ndarray, lens_obs: np.ndarray) -> list[tuple[i
         start = 0
         while start < len(group):
             stop = start + 1
-            while (
-                stop < len(group) and (stop - start + 1) * int(lens_obs[group[stop]]) * k <= _BATCH_ELEMENTS
-            ):
+            while stop < len(group) and (stop - start + 1) * int(lens_obs[group[stop]]) * k <= _BATCH_ELEMENTS:
                 stop += 1
             out.append((k, group[start:stop]))
             start = stop

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from prealign.lexicon.encode import EncodedCorpus, candidate_grid
+from prealign.lexicon.encode import candidate_grid
 
 Method = Literal["intersect", "union", "grow-diag-final-and", "forward", "backward"]
 METHODS = ("intersect", "union", "grow-diag-final-and", "forward", "backward")
@@ -27,19 +27,25 @@ def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def directional_links(
-    posterior: np.ndarray, corpus: EncodedCorpus, forward: bool, threshold: float = 0.0
+    posterior: np.ndarray,
+    src_offsets: np.ndarray,
+    tgt_offsets: np.ndarray,
+    forward: bool,
+    threshold: float = 0.0,
+    first_sentence: int = 0,
 ) -> np.ndarray:
     """Keys of the best link of each observed word, where it beats the empty word and the threshold.
 
+    ``posterior`` holds one value per slot of the sentences' source-major grids (see ``candidate_grid``).
     Forward (states = source words): each target word links to at most one source word; backward the reverse.
+    Sentence numbers in the keys start at ``first_sentence``.
     """
     if len(posterior) == 0:
         return np.zeros(0, dtype=np.int64)
-    _, sent, i, j = candidate_grid(corpus.src_offsets, corpus.tgt_offsets)
-    if forward:
-        group = corpus.tgt_offsets[sent] + j
-    else:
-        group = corpus.src_offsets[sent] + i
+    src_offsets = src_offsets - src_offsets[0]
+    tgt_offsets = tgt_offsets - tgt_offsets[0]
+    _, sent, i, j = candidate_grid(src_offsets, tgt_offsets)
+    group = tgt_offsets[sent] + j if forward else src_offsets[sent] + i
     order = np.lexsort((-posterior, group))
     g = group[order]
     first = np.ones(len(g), dtype=bool)
@@ -50,7 +56,7 @@ def directional_links(
     p = posterior[best]
     keep = (p > null) & (p >= threshold) & (p > 0)
     best = best[keep]
-    return np.sort(link_keys(sent[best], i[best], j[best]))
+    return np.sort(link_keys(sent[best] + first_sentence, i[best], j[best]))
 
 
 def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
@@ -76,9 +82,7 @@ def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
             for a, b in sorted(align):
                 for da, db in _NEIGHBOURS:
                     cand = (a + da, b + db)
-                    if cand in union_s and cand not in align and (
-                        cand[0] not in src_done or cand[1] not in tgt_done
-                    ):
+                    if cand in union_s and cand not in align and (cand[0] not in src_done or cand[1] not in tgt_done):
                         align.add(cand)
                         src_done.add(cand[0])
                         tgt_done.add(cand[1])

@@ -1,0 +1,296 @@
+"""The ``prealign-data`` command line: each command parses its options and calls one function elsewhere."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prealign import __version__
+from prealign.errors import InputError
+
+F = Callable[..., Any]
+
+
+class Group(click.Group):
+    """Turns bad input into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="prealign-data")
+def main() -> None:
+    """Bilingual lexicons, code-switched shards and PreAlign models from parallel text.
+
+    Start with `prealign-data demo`, then `prealign-data extract-lexicon --help`.
+    """
+
+
+def _options(*decorators: F) -> F:
+    def apply(func: F) -> F:
+        for d in reversed(decorators):
+            func = d(func)
+        return func
+
+    return apply
+
+
+existing = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+input_options = _options(
+    click.argument("pairs", required=False, type=existing),
+    click.option("--src", type=existing, help="Source-language file, one sentence a line (with --tgt)."),
+    click.option("--tgt", type=existing, help="Target-language file, line-aligned with --src."),
+    click.option("--src-column", default="src", show_default=True, help="Source column of Parquet/Arrow/JSONL."),
+    click.option("--tgt-column", default="tgt", show_default=True, help="Target column of Parquet/Arrow/JSONL."),
+    click.option("--src-lang", help="Source language code (e.g. en): sets apostrophe handling, recorded."),
+    click.option("--tgt-lang", help="Target language code (e.g. fr)."),
+    click.option("--lowercase/--keep-case", default=True, show_default=True, help="Lowercase words."),
+    click.option("--pretokenized", is_flag=True, help="Input is already tokenised: split on whitespace only."),
+)
+
+aligner_options = _options(
+    click.option(
+        "--aligner",
+        type=click.Choice(["builtin"]),
+        default="builtin",
+        show_default=True,
+        help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download.",
+    ),
+    click.option("--ibm1-iterations", default=5, show_default=True, help="EM iterations of Model 1."),
+    click.option("--hmm-iterations", default=5, show_default=True, help="EM iterations of the HMM (0: Model 1 only)."),
+    click.option(
+        "--agreement/--no-agreement",
+        default=True,
+        show_default=True,
+        help="Train both directions to agree (product of link posteriors).",
+    ),
+    click.option("--p0", default=0.2, show_default=True, help="HMM probability of the empty word."),
+    click.option(
+        "--symmetrize",
+        type=click.Choice(["grow-diag-final-and", "intersect", "union", "forward", "backward"]),
+        default="grow-diag-final-and",
+        show_default=True,
+        help="How the two directions' links combine.",
+    ),
+    click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
+    click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+)
+
+
+def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
+    """Turn the shared options into AlignJob fields."""
+    from prealign.lexicon.builtin_aligner import BuiltinConfig
+    from prealign.pipelines.extract import ParallelInput
+    from prealign.text import SegmenterConfig, apostrophe_for
+
+    pairs, src, tgt = kw.pop("pairs"), kw.pop("src"), kw.pop("tgt")
+    if pairs is None and (src is None or tgt is None):
+        raise click.UsageError("give a PAIRS file, or both --src and --tgt")
+    if pairs is not None and (src is not None or tgt is not None):
+        raise click.UsageError("give either a PAIRS file or --src/--tgt, not both")
+    lower, pretok = kw.pop("lowercase"), kw.pop("pretokenized")
+    try:
+        aligner = BuiltinConfig(
+            ibm1_iterations=kw.pop("ibm1_iterations"),
+            hmm_iterations=kw.pop("hmm_iterations"),
+            agreement=kw.pop("agreement"),
+            p0=kw.pop("p0"),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    kw.pop("aligner")
+    return {
+        "data": ParallelInput(src, tgt, pairs, kw.pop("src_column"), kw.pop("tgt_column")),
+        "src_segmenter": SegmenterConfig(lower, True, apostrophe_for(kw["src_lang"]), pretok),
+        "tgt_segmenter": SegmenterConfig(lower, True, apostrophe_for(kw["tgt_lang"]), pretok),
+        "aligner": aligner,
+        "symmetrize": kw.pop("symmetrize"),
+        "ray_address": kw.pop("ray_address"),
+        "workers": kw.pop("workers"),
+        "progress": not kw.pop("quiet"),
+    }
+
+
+@main.command("extract-lexicon")
+@input_options
+@aligner_options
+@click.option(
+    "-o",
+    "--output",
+    type=existing,
+    required=True,
+    help="Lexicon file: .parquet, .tsv, .jsonl, or .json (PreAlign's dictionary format).",
+)
+@click.option("--links", "links_output", type=existing, help="Also write the kept pairs' links (Pharaoh).")
+@click.option("--min-words", default=1, show_default=True, help="Drop pairs with a side shorter than this.")
+@click.option("--max-words", default=80, show_default=True, help="Drop pairs with a side longer than this.")
+@click.option("--max-ratio", default=3.0, show_default=True, help="Drop pairs whose side lengths differ more.")
+@click.option("--dedup/--no-dedup", default=True, show_default=True, help="Drop exact duplicate pairs.")
+@click.option(
+    "--near-dedup/--no-near-dedup", default=True, show_default=True, help="Drop MinHash LSH near-duplicate pairs."
+)
+@click.option("--minhash-threshold", default=0.8, show_default=True, help="Jaccard similarity of a near duplicate.")
+@click.option("--minhash-perm", default=64, show_default=True, help="MinHash permutations.")
+@click.option("--shingle-size", default=3, show_default=True, help="Word n-gram size of MinHash shingles.")
+@click.option("--min-count", default=2, show_default=True, help="Keep pairs linked at least this often.")
+@click.option("--min-prob", default=0.01, show_default=True, help="Minimum p(tgt|src).")
+@click.option("--min-rev-prob", default=0.0, show_default=True, help="Minimum p(src|tgt).")
+@click.option("--top-k", default=0, show_default=True, help="Keep the k best translations per word (0: all).")
+@click.option("--keep-non-words", is_flag=True, help="Keep punctuation and numbers in the lexicon.")
+def extract_lexicon_cmd(**kw: Any) -> None:
+    """Extract a scored bilingual lexicon from parallel text.
+
+    Input: PAIRS (`src ||| tgt` lines, TSV, Parquet, Arrow or JSONL; .gz/.zst ok) or --src/--tgt
+    line-aligned files. Pairs are cleaned and deduplicated, words aligned both ways and symmetrised, and
+    aligned word pairs counted and scored. Writes the lexicon and OUTPUT.stats.json (every input pair
+    counted as kept or dropped by reason).
+    """
+    from prealign.lexicon.clean import CleanConfig
+    from prealign.lexicon.score import LexiconConfig
+    from prealign.pipelines.extract import ExtractJob, extract_lexicon
+
+    try:
+        cleaning = CleanConfig(
+            min_words=kw.pop("min_words"),
+            max_words=kw.pop("max_words"),
+            max_ratio=kw.pop("max_ratio"),
+            dedup=kw.pop("dedup"),
+            near_dedup=kw.pop("near_dedup"),
+            minhash_threshold=kw.pop("minhash_threshold"),
+            minhash_perm=kw.pop("minhash_perm"),
+            shingle_size=kw.pop("shingle_size"),
+        )
+        lexicon = LexiconConfig(
+            min_count=kw.pop("min_count"),
+            min_p_tgt_given_src=kw.pop("min_prob"),
+            min_p_src_given_tgt=kw.pop("min_rev_prob"),
+            top_k=kw.pop("top_k"),
+            words_only=not kw.pop("keep_non_words"),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    fields = _job_fields(kw)
+    job = ExtractJob(
+        **fields,
+        output=kw["output"],
+        clean=cleaning,
+        lexicon=lexicon,
+        links_output=kw["links_output"],
+        src_lang=kw["src_lang"],
+        tgt_lang=kw["tgt_lang"],
+    )
+    stats = extract_lexicon(job)
+    from prealign.pipelines.report import extract_summary
+
+    click.echo(extract_summary(stats, job.output))
+
+
+@main.command("align")
+@input_options
+@aligner_options
+@click.option("-o", "--output", type=existing, required=True, help="Links file (Pharaoh i-j, 0-indexed).")
+def align_cmd(**kw: Any) -> None:
+    """Word-align parallel text: one line of `i-j` links per input pair, in input order (no cleaning)."""
+    from prealign.pipelines.extract import AlignJob, align
+
+    output = kw.pop("output")
+    fields = _job_fields(kw)
+    summary = align(AlignJob(**fields), output)
+    click.echo(
+        f"aligned {summary['pairs']:,} pairs: {summary['links']:,} links ({summary['symmetrize']}) "
+        f"in {summary['seconds']} s -> {output}"
+    )
+
+
+@main.command("eval-align")
+@click.argument("links", type=existing)
+@click.option("--gold", type=existing, required=True, help="Gold links: i-j sure, ipj possible.")
+@click.option(
+    "--gold-index",
+    type=click.Choice(["auto", "0", "1"]),
+    default="auto",
+    show_default=True,
+    help="Gold indexing; auto: 1-based unless some index is 0.",
+)
+@click.option("--one-indexed", is_flag=True, help="LINKS are 1-indexed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_align_cmd(links: Path, gold: Path, gold_index: str, one_indexed: bool, as_json: bool) -> None:
+    """Alignment error rate, precision and recall of LINKS against gold links.
+
+    When LINKS has more lines than the gold, only the first lines are scored (the standard setting aligns
+    the gold pairs first, then extra data).
+    """
+    from prealign.lexicon.evaluate import alignment_scores
+    from prealign.lexicon.links import read_gold, read_pharaoh
+
+    sure, possible = read_gold(gold, "auto" if gold_index == "auto" else int(gold_index))
+    pred = read_pharaoh(links, one_indexed=one_indexed)
+    if len(pred) < len(sure):
+        raise InputError(f"{len(pred)} link lines but the gold has {len(sure)}", links)
+    scores = alignment_scores(pred, sure, possible)
+    if as_json:
+        click.echo(json.dumps(scores))
+    else:
+        click.echo(
+            f"AER {scores['aer']:.4f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}"
+            f"  ({scores['sentences']} sentences, {scores['links']} links)"
+        )
+
+
+@main.command("eval-lexicon")
+@click.argument("lexicon", type=existing)
+@click.option("--gold", type=existing, required=True, help="Gold dictionary: src<TAB>tgt per line.")
+@click.option(
+    "--min-count",
+    default=0,
+    show_default=True,
+    help="Score only source words aligned at least this many times in the corpus.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -> None:
+    """P@1, P@5 and coverage of a lexicon against a gold dictionary (exact, case-sensitive strings)."""
+    from prealign.pipelines.report import evaluate_lexicon_file
+
+    scores = evaluate_lexicon_file(lexicon, gold, min_count)
+    if as_json:
+        click.echo(json.dumps(scores))
+    else:
+        click.echo(
+            f"P@1 {scores['p@1']:.4f}  P@5 {scores['p@5']:.4f}  coverage {scores['coverage']:.4f}"
+            f"  ({scores['evaluated']} of {scores['gold_words']} gold source words)"
+        )
+
+
+@main.command("demo")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("prealign-demo"),
+    show_default=True,
+    help="Where the demo writes its files.",
+)
+@click.option("--pairs", "n_pairs", default=4000, show_default=True, help="Sentence pairs to generate.")
+@click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def demo_cmd(output_dir: Path, n_pairs: int, workers: int | None, quiet: bool) -> None:
+    """Run extract-lexicon on a built-in English-French corpus and score it against the known answer."""
+    from prealign.pipelines.report import run_demo
+
+    click.echo(run_demo(output_dir, n_pairs, workers, not quiet))
+
+
+if __name__ == "__main__":
+    main()
