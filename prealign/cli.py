@@ -59,34 +59,39 @@ input_options = _options(
     click.option("--pretokenized", is_flag=True, help="Input is already tokenised: split on whitespace only."),
 )
 
-aligner_options = _options(
-    click.option(
-        "--aligner",
-        type=click.Choice(["builtin"]),
-        default="builtin",
-        show_default=True,
-        help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download.",
-    ),
-    click.option("--ibm1-iterations", default=5, show_default=True, help="EM iterations of Model 1."),
-    click.option("--hmm-iterations", default=5, show_default=True, help="EM iterations of the HMM (0: Model 1 only)."),
-    click.option(
-        "--agreement/--no-agreement",
-        default=True,
-        show_default=True,
-        help="Train both directions to agree (product of link posteriors).",
-    ),
-    click.option("--p0", default=0.2, show_default=True, help="HMM probability of the empty word."),
-    click.option(
-        "--symmetrize",
-        type=click.Choice(["grow-diag-final-and", "intersect", "union", "forward", "backward"]),
-        default="grow-diag-final-and",
-        show_default=True,
-        help="How the two directions' links combine.",
-    ),
-    click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
-    click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-)
+
+def aligner_options(default_symmetrize: str) -> F:
+    """Options of the word aligner and of the Ray job, shared by align and extract-lexicon."""
+    return _options(
+        click.option(
+            "--aligner",
+            type=click.Choice(["builtin"]),
+            default="builtin",
+            show_default=True,
+            help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download.",
+        ),
+        click.option("--ibm1-iterations", default=5, show_default=True, help="EM iterations of Model 1."),
+        click.option(
+            "--hmm-iterations", default=5, show_default=True, help="HMM EM iterations (0: Model 1 only)."
+        ),
+        click.option(
+            "--agreement/--no-agreement",
+            default=True,
+            show_default=True,
+            help="Train both directions to agree (product of link posteriors).",
+        ),
+        click.option("--p0", default=0.2, show_default=True, help="HMM probability of the empty word."),
+        click.option(
+            "--symmetrize",
+            type=click.Choice(["grow-diag-final-and", "intersect", "union", "forward", "backward"]),
+            default=default_symmetrize,
+            show_default=True,
+            help="How the two directions' links combine.",
+        ),
+        click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
+        click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    )
 
 
 def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
 
 @main.command("extract-lexicon")
 @input_options
-@aligner_options
+@aligner_options("intersect")
 @click.option(
     "-o",
     "--output",
@@ -149,6 +154,13 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--min-rev-prob", default=0.0, show_default=True, help="Minimum p(src|tgt).")
 @click.option("--top-k", default=0, show_default=True, help="Keep the k best translations per word (0: all).")
 @click.option("--keep-non-words", is_flag=True, help="Keep punctuation and numbers in the lexicon.")
+@click.option(
+    "--score",
+    type=click.Choice(["lower-bound", "geometric"]),
+    default="lower-bound",
+    show_default=True,
+    help="lower-bound: 95% lower bound of p(tgt|src); geometric: sqrt(p(tgt|src) * p(src|tgt)).",
+)
 def extract_lexicon_cmd(**kw: Any) -> None:
     """Extract a scored bilingual lexicon from parallel text.
 
@@ -178,6 +190,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
             min_p_src_given_tgt=kw.pop("min_rev_prob"),
             top_k=kw.pop("top_k"),
             words_only=not kw.pop("keep_non_words"),
+            score=kw.pop("score"),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
@@ -199,7 +212,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
 
 @main.command("align")
 @input_options
-@aligner_options
+@aligner_options("grow-diag-final-and")
 @click.option("-o", "--output", type=existing, required=True, help="Links file (Pharaoh i-j, 0-indexed).")
 def align_cmd(**kw: Any) -> None:
     """Word-align parallel text: one line of `i-j` links per input pair, in input order (no cleaning)."""

@@ -131,9 +131,7 @@ def _lines(path: str | os.PathLike[str], fh: BinaryIO) -> Iterator[tuple[int, st
             raise _corrupt(path, lineno + 1, exc) from exc
 
 
-def iter_line_arrays(
-    path: str | os.PathLike[str], block_bytes: int = 1 << 20
-) -> Iterator[tuple[int, pa.StringArray]]:
+def iter_line_arrays(path: str | os.PathLike[str], block_bytes: int = 1 << 20) -> Iterator[tuple[int, pa.StringArray]]:
     """Yield ``(first_line_number, lines)`` for consecutive blocks of about ``block_bytes`` of whole lines.
 
     ``lines`` is an Arrow ``string`` array holding the lines exactly as :func:`open_lines` gives them, made
@@ -145,9 +143,7 @@ def iter_line_arrays(
     return _line_arrays(path, open_binary(path), block_bytes)
 
 
-def _line_arrays(
-    path: str | os.PathLike[str], fh: BinaryIO, block_bytes: int
-) -> Iterator[tuple[int, pa.StringArray]]:
+def _line_arrays(path: str | os.PathLike[str], fh: BinaryIO, block_bytes: int) -> Iterator[tuple[int, pa.StringArray]]:
     first = 1
     with fh:
         while True:

@@ -38,8 +38,7 @@ from prealign.lexicon.clean import (
 )
 
 LONG_EN = (
-    "the old fisherman walked slowly along the quiet beach every morning before the small boats "
-    "went out to sea again"
+    "the old fisherman walked slowly along the quiet beach every morning before the small boats went out to sea again"
 ).split()
 LONG_FR = (
     "le vieux pêcheur marchait lentement le long de la plage tranquille chaque matin avant que les "
@@ -55,9 +54,7 @@ def w(text: str) -> list[str]:
 
 def test_reason_codes_match_names() -> None:
     assert REASONS == ("kept", *DROP_REASONS)
-    assert [
-        REASONS[c] for c in (KEPT, EMPTY, TOO_SHORT, TOO_LONG, LENGTH_RATIO, DUPLICATE, NEAR_DUPLICATE)
-    ] == [
+    assert [REASONS[c] for c in (KEPT, EMPTY, TOO_SHORT, TOO_LONG, LENGTH_RATIO, DUPLICATE, NEAR_DUPLICATE)] == [
         "kept",
         "empty",
         "too_short",
@@ -209,9 +206,7 @@ def test_pair_keys_are_unambiguous() -> None:
 
 def test_shingles_short_pair_is_one_shingle_and_separator_counts() -> None:
     cfg = CleanConfig(shingle_size=3)
-    values, offsets = shingle_hashes(
-        [w("a"), w("a b c d"), w("a b"), w("a")], [[], w("e f"), w("c"), w("b c")], cfg
-    )
+    values, offsets = shingle_hashes([w("a"), w("a b c d"), w("a b"), w("a")], [[], w("e f"), w("c"), w("b c")], cfg)
     # tokens incl. separator: 2 (< 3: one shingle), 7 (5 shingles), 4 (2), 4 (2)
     assert np.diff(offsets).tolist() == [1, 5, 2, 2]
     # "a b | c" and "a | b c" share no 3-gram: the separator position is part of each shingle

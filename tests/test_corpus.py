@@ -198,8 +198,7 @@ def test_two_files_tgt_shorter(tmp_path: Path) -> None:
     assert err.path == str(tgt)
     assert err.line == 3
     assert err.message == (
-        f"line count mismatch: tgt file ends after 3 lines but src file {src} has 5 lines "
-        "(they must be line-aligned)"
+        f"line count mismatch: tgt file ends after 3 lines but src file {src} has 5 lines (they must be line-aligned)"
     )
 
 
@@ -476,9 +475,7 @@ def test_arrow_binary_columns_are_decoded(tmp_path: Path) -> None:
 
 def test_arrow_binary_invalid_utf8_names_row(tmp_path: Path) -> None:
     path = tmp_path / "b.arrow"
-    feather.write_feather(
-        pa.table({"src": pa.array([b"a", b"b", b"\xff"]), "tgt": pa.array([b"x"] * 3)}), path
-    )
+    feather.write_feather(pa.table({"src": pa.array([b"a", b"b", b"\xff"]), "tgt": pa.array([b"x"] * 3)}), path)
     err = raises("invalid UTF-8 in column 'src'", pairs=path)
     assert (err.path, err.line) == (str(path), 3)
 

@@ -312,9 +312,7 @@ def test_lexicon_precision_other_ks_and_without_count() -> None:
 
 
 def test_lexicon_precision_min_count() -> None:
-    counts = pl.DataFrame(
-        {"src": ["bank", "house", "cat", "dog", "tree", "zebra"], "count": [10, 3, 1, 7, 20, 100]}
-    )
+    counts = pl.DataFrame({"src": ["bank", "house", "cat", "dog", "tree", "zebra"], "count": [10, 3, 1, 7, 20, 100]})
     out = lexicon_precision(lexicon(), gold(), min_count=5, src_counts=counts)
     # eligible: bank, dog, tree ("red" is absent from counts: frequency 0); evaluated: bank, dog
     assert out["gold_words"] == 3

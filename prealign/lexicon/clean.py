@@ -124,9 +124,7 @@ class CleanConfig:
 
 def side_lengths(words: Words) -> np.ndarray:
     """Token count of each sentence (int64), or 0 when no token holds a letter or a digit."""
-    return np.fromiter(
-        (len(ws) if ws and _WORD_CHAR.search("".join(ws)) else 0 for ws in words), np.int64, len(words)
-    )
+    return np.fromiter((len(ws) if ws and _WORD_CHAR.search("".join(ws)) else 0 for ws in words), np.int64, len(words))
 
 
 def length_reasons(src_len: np.ndarray, tgt_len: np.ndarray, cfg: CleanConfig) -> np.ndarray:
@@ -163,8 +161,7 @@ def pair_keys(src_words: Words, tgt_words: Words) -> np.ndarray:
     keys, in every process."""
     _check_same_length(src_words, tgt_words)
     digests = b"".join(
-        hashlib.blake2b(_pair_bytes(s, t), digest_size=8).digest()
-        for s, t in zip(src_words, tgt_words, strict=True)
+        hashlib.blake2b(_pair_bytes(s, t), digest_size=8).digest() for s, t in zip(src_words, tgt_words, strict=True)
     )
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
@@ -207,9 +204,7 @@ def _word_hashes(words: Words) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blake64(word: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-    )
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
@@ -306,9 +301,7 @@ def _lsh_index(cfg: CleanConfig) -> MinHashLSH:
         return MinHashLSH(num_perm=cfg.minhash_perm, params=(2, cfg.minhash_perm // 2))
 
 
-def near_duplicate_mask(
-    signatures: np.ndarray, cfg: CleanConfig, keep: np.ndarray | None = None
-) -> np.ndarray:
+def near_duplicate_mask(signatures: np.ndarray, cfg: CleanConfig, keep: np.ndarray | None = None) -> np.ndarray:
     """True for each row that is a near duplicate of a row kept before it.
 
     Rows are visited in input order; a row is dropped when an LSH candidate among the rows kept so far has an

@@ -124,9 +124,7 @@ def read_parallel_table(
     batch_size: int = 65536,
 ) -> pa.Table:
     """All of :func:`read_parallel`'s batches as one table (schema :data:`SCHEMA`)."""
-    batches = read_parallel(
-        src, tgt, pairs, src_column=src_column, tgt_column=tgt_column, batch_size=batch_size
-    )
+    batches = read_parallel(src, tgt, pairs, src_column=src_column, tgt_column=tgt_column, batch_size=batch_size)
     return pa.Table.from_batches(list(batches), schema=SCHEMA)
 
 
@@ -195,9 +193,7 @@ def _is_blank(lines: pa.Array) -> pa.BooleanArray:
 
 def _read_text_pairs(path: PathLike, batch_size: int) -> Iterator[pa.RecordBatch]:
     sep: str | None = None  # "|||" or "\t", decided by the first non-blank line
-    leading_blank = (
-        0  # blank lines before the format is known: emitted once it is (so as not to yield, then fail)
-    )
+    leading_blank = 0  # blank lines before the format is known: emitted once it is (so as not to yield, then fail)
     n = 0
     for lines in _line_batches(path, batch_size):
         first = n + 1
@@ -218,9 +214,7 @@ def _read_text_pairs(path: PathLike, batch_size: int) -> Iterator[pa.RecordBatch
             for start in range(0, leading_blank, batch_size):
                 size = min(batch_size, leading_blank - start)
                 empty = pa.repeat("", size).cast(pa.string())
-                yield pa.RecordBatch.from_arrays(
-                    [empty, empty, _line_numbers(start + 1, size)], schema=SCHEMA
-                )
+                yield pa.RecordBatch.from_arrays([empty, empty, _line_numbers(start + 1, size)], schema=SCHEMA)
         yield _split_pairs(lines, sep, path, first)
     if sep is None:
         msg = EMPTY_CORPUS if leading_blank == 0 else f"{EMPTY_CORPUS} (all {leading_blank} lines are blank)"
@@ -262,9 +256,7 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _read_jsonl(
-    path: PathLike, src_column: str, tgt_column: str, batch_size: int
-) -> Iterator[pa.RecordBatch]:
+def _read_jsonl(path: PathLike, src_column: str, tgt_column: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     srcs: list[str] = []
     tgts: list[str] = []
     lines: list[int] = []
@@ -339,9 +331,7 @@ def _check_columns(names: list[str], path: PathLike, src_column: str, tgt_column
             raise InputError(f"missing column {column!r} (columns present: {present})", path)
 
 
-def _read_parquet(
-    path: PathLike, src_column: str, tgt_column: str, batch_size: int
-) -> Iterator[pa.RecordBatch]:
+def _read_parquet(path: PathLike, src_column: str, tgt_column: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     source = _open_source(path)
     try:
         pf = pq.ParquetFile(source)
@@ -364,9 +354,7 @@ def _read_parquet(
     )
 
 
-def _read_arrow(
-    path: PathLike, src_column: str, tgt_column: str, batch_size: int
-) -> Iterator[pa.RecordBatch]:
+def _read_arrow(path: PathLike, src_column: str, tgt_column: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     source = _open_source(path)
     batches: Iterable[pa.RecordBatch]
     try:

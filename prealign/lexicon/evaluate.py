@@ -125,9 +125,7 @@ def lexicon_precision(
         _require_columns(src_counts, ("src", "count"), "src_counts")
         freq = src_counts.group_by(pl.col("src").cast(pl.String)).agg(pl.col("count").sum())
         eligible = (
-            eligible.join(freq, on="src", how="left")
-            .filter(pl.col("count").fill_null(0) >= min_count)
-            .select("src")
+            eligible.join(freq, on="src", how="left").filter(pl.col("count").fill_null(0) >= min_count).select("src")
         )
 
     has_count = "count" in lexicon.columns

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,14 +69,13 @@ def _canonical(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(COLUMNS).cast(LEXICON_SCHEMA)
 
 
-def write_lexicon(
-    df: pl.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
-) -> None:
+def write_lexicon(df: pl.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
     """Write a lexicon, its format chosen by the extension: ``.parquet``, ``.tsv``, ``.jsonl`` or ``.json``.
 
     ``metadata`` must be JSON-serialisable. Row order is kept (``.json`` orders each word's translations by
     score desc, count desc, tgt asc, and source words alphabetically). Words may not contain tabs or line
-    breaks (the TSV would be ambiguous): ValueError. An unknown extension is an :class:`InputError`.
+    breaks (the TSV would be ambiguous), nor, for ``.json``, be ``$`` or hold a space in the source word or
+    `` $ `` in a translation: ValueError. An unknown extension is an :class:`InputError`.
     """
     path = Path(path)
     suffix = _suffix(path, WRITE_FORMATS)
@@ -101,9 +101,11 @@ def write_lexicon(
 
 def _export_json(df: pl.DataFrame) -> str:
     """PreAlign's dictionary: ``{"words": "src $ tgt1 $ tgt2"}`` per source word, translations best first."""
-    grouped = (
-        df.sort(SORT_BY, descending=SORT_DESCENDING).group_by("src", maintain_order=True).agg(pl.col("tgt"))
-    )
+    bad = df.filter((pl.col("src") == "$") | (pl.col("tgt") == "$") | pl.col("src").str.contains(" ", literal=True))
+    bad = pl.concat([bad, df.filter(pl.col("tgt").str.contains(" $ ", literal=True))])
+    if bad.height:
+        raise ValueError(f"the .json export cannot hold the word pair {bad.row(0)[:2]!r} (' $ ' separates words)")
+    grouped = df.sort(SORT_BY, descending=SORT_DESCENDING).group_by("src", maintain_order=True).agg(pl.col("tgt"))
     lines = [
         json.dumps({"words": _EXPORT_SEP.join([src, *tgts])}, ensure_ascii=False) + "\n"
         for src, tgts in grouped.iter_rows()
@@ -169,9 +171,7 @@ def _read_parquet(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     return _validate(df, path, first_line=1, line_word="row"), meta
 
 
-def _validate(
-    df: pl.DataFrame, path: Path, first_line: int | list[int], line_word: str = "line"
-) -> pl.DataFrame:
+def _validate(df: pl.DataFrame, path: Path, first_line: int | list[int], line_word: str = "line") -> pl.DataFrame:
     """Cast ``df`` (all lexicon columns, any dtypes) to the schema and check its values.
 
     ``first_line`` is the line of row 0 (rows follow one a line), or a list with each row's line.
@@ -230,7 +230,34 @@ def _read_text(path: Path) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _fast_tsv(path: Path) -> pl.DataFrame | None:
+    """The TSV read by polars when the file is clean (else None, and the line-by-line reader says what's wrong)."""
+    data = path.read_bytes()
+    if b"\r" in data:
+        return None
+    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").split("\t")
+    if any(c not in header for c in COLUMNS) or len(set(header)) != len(header):
+        return None
+    try:
+        df = pl.read_csv(data, separator="\t", quote_char=None, infer_schema=False, has_header=True)
+    except (pl.exceptions.PolarsError, OSError, ValueError):
+        return None
+    if df.columns != header or df.height != _line_count(data) - 1:
+        return None
+    df = df.select(COLUMNS).with_columns(pl.col(c).str.strip_chars() for c in COLUMNS[2:])
+    if any(df[c].null_count() for c in COLUMNS):
+        return None
+    return df
+
+
 def _read_tsv(path: Path) -> pl.DataFrame:
+    fast = _fast_tsv(path)
+    if fast is not None:
+        return _validate(fast, path, first_line=2)
     lines = _read_text(path)
     if not lines:
         raise InputError("empty file: expected a header row " + "\t".join(COLUMNS), path, 1)
@@ -275,7 +302,28 @@ _JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+_JSON_SCHEMA = {"src": pl.String, "tgt": pl.String, "count": pl.Int64, **{c: pl.Float64 for c in COLUMNS[3:]}}
+_JSON_NON_STRING_WORD = re.compile(rb'"(?:src|tgt)"\s*:\s*[^"\s]')
+
+
+def _fast_jsonl(path: Path) -> pl.DataFrame | None:
+    """The JSONL read by polars when the file is clean (else None, and the line-by-line reader says what's wrong)."""
+    data = path.read_bytes()
+    if _JSON_NON_STRING_WORD.search(data):  # polars would turn a number or boolean word into a string
+        return None
+    try:  # with a schema polars refuses a value of another type (a word is checked above)
+        df = pl.read_ndjson(data, schema=_JSON_SCHEMA)
+    except (pl.exceptions.PolarsError, OSError, ValueError):
+        return None
+    if df.height != _line_count(data) or any(df[c].null_count() for c in COLUMNS):
+        return None
+    return df
+
+
 def _read_jsonl(path: Path) -> pl.DataFrame:
+    fast = _fast_jsonl(path)
+    if fast is not None:
+        return _validate(fast, path, first_line=1)
     lines = _read_text(path)
     values: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     numbers: list[int] = []
@@ -297,6 +345,5 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
                 raise InputError(f"key {c!r}: {v!r} is not {LEXICON_SCHEMA[c]}", path, n)
             values[c].append(v)
         numbers.append(n)
-    schema = {"src": pl.String, "tgt": pl.String, "count": pl.Int64, **{c: pl.Float64 for c in COLUMNS[3:]}}
-    df = pl.DataFrame(values, schema=schema)
+    df = pl.DataFrame(values, schema=_JSON_SCHEMA)
     return _validate(df, path, numbers)

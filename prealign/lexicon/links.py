@@ -40,9 +40,7 @@ def _flatten(all_links: Sequence[np.ndarray | Sequence[Sequence[int]]]) -> tuple
         if arr.size == 0:
             arr = np.zeros((0, 2), dtype=np.int64)
         if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"sentence {n}: links must be integers of shape (k, 2), not {arr.dtype} {arr.shape}"
-            )
+            raise ValueError(f"sentence {n}: links must be integers of shape (k, 2), not {arr.dtype} {arr.shape}")
         arrays.append(arr)
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     sent = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)

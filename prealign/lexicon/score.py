@@ -1,9 +1,16 @@
-"""Score aligned word pairs into a lexicon: translation probabilities both ways and their geometric mean.
+"""Score aligned word pairs into a lexicon: translation probabilities both ways and a score.
 
-The score of a pair is ``sqrt(p(tgt|src) * p(src|tgt))``. It is symmetric in the two languages, and it is high
-only when each word is a likely translation of the other: a "garbage collector" word such as English "the",
-which gets linked to many different targets, has a small p(src|tgt) for most of them (the target words link
-mostly elsewhere), so its spurious pairs score low even when p(tgt|src) alone would not filter them.
+Two scores are offered (``LexiconConfig.score``):
+
+- ``lower-bound`` (the default): the Wilson 95% lower confidence bound of p(tgt|src) given the source word's
+  links. Within one source word it ranks translations exactly as p(tgt|src) does, and across words it
+  discounts thin evidence: a pair seen once out of one link (p = 1) scores 0.21, one seen 80 times out of 100
+  scores 0.71. Measured on Tatoeba en-fr against FreeDict, ranking by p(tgt|src) gives P@1 0.68 where the
+  geometric mean gives 0.64 (docs/benchmarks.md): the geometric mean prefers rare inflected forms whose
+  p(src|tgt) is near 1.
+- ``geometric``: ``sqrt(p(tgt|src) * p(src|tgt))``, symmetric in the two languages and high only when each
+  word is a likely translation of the other, so "garbage collector" pairs (a frequent word linked to many
+  targets) score low.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ LEXICON_SCHEMA: dict[str, pl.DataType] = {
 """The lexicon's columns, in order, with their exact dtypes."""
 
 SORT_BY = ["src", "score", "count", "tgt"]
+SCORES = ("lower-bound", "geometric")
+_Z = 1.959964  # two-sided 95% normal quantile
 SORT_DESCENDING = [False, True, True, False]
 
 
@@ -46,10 +55,13 @@ class LexiconConfig:
     min_p_src_given_tgt: float = 0.0
     top_k: int = 0
     words_only: bool = True
+    score: str = "lower-bound"
 
     def __post_init__(self) -> None:
         if self.min_count < 0:
             raise ValueError(f"min_count must be >= 0, not {self.min_count}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, not {self.score!r}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, not {self.top_k}")
         for name in ("min_p_tgt_given_src", "min_p_src_given_tgt"):
@@ -68,7 +80,28 @@ def _check_columns(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> Non
 
 
 def _encode(words: pl.Series) -> tuple[pl.Series, np.ndarray]:
-    """The distinct words in sorted order, and each row's index into them (so codes sort like the strings)."""
+    """The distinct words in sorted order, and each row's index into them (so codes sort like the strings).
+
+    One hashing pass: a cast to a Categorical with its own fresh categories (polars >= 1.32), whose codes are
+    then renumbered in sorted order; older polars take the slower ``unique`` + ``replace_strict`` route.
+    """
+    try:
+        phys = words.cast(pl.Categorical(pl.Categories.random())).to_physical().to_numpy().astype(np.int64)
+    except (AttributeError, TypeError):
+        return _encode_portable(words)
+    size = int(phys.max()) + 1 if len(phys) else 0
+    example = np.full(size, -1, dtype=np.int64)
+    example[phys] = np.arange(len(phys))  # some row holding each code
+    present = np.flatnonzero(example >= 0)
+    unsorted = words.gather(example[present])
+    order = unsorted.arg_sort().to_numpy()
+    rank = np.full(size, -1, dtype=np.int64)
+    rank[present[order]] = np.arange(len(order))
+    return unsorted.gather(order), rank[phys]
+
+
+def _encode_portable(words: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """:func:`_encode` without Categorical: two hashing passes."""
     vocab = words.unique().sort()
     ids = pl.int_range(len(vocab), eager=True, dtype=pl.UInt32)
     codes = words.replace_strict(vocab, ids, return_dtype=pl.UInt32)
@@ -112,6 +145,17 @@ def _order(sc: np.ndarray, score: np.ndarray, count: np.ndarray, tc: np.ndarray)
     return order.to_series().to_numpy()
 
 
+def wilson_lower_bound(p: np.ndarray, n: np.ndarray, z: float = _Z) -> np.ndarray:
+    """Wilson score interval's lower end for a proportion ``p`` observed over ``n`` trials (0 where n is 0)."""
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z2n = z * z / n
+        centre = p + z2n / 2
+        spread = z * np.sqrt(p * (1 - p) / n + z2n / (4 * n))
+        out = (centre - spread) / (1 + z2n)
+    return np.where(n > 0, np.clip(out, 0.0, 1.0), 0.0)
+
+
 def _empty() -> pl.DataFrame:
     return pl.DataFrame(schema=LEXICON_SCHEMA)
 
@@ -128,7 +172,7 @@ def score_pairs(
     (src, tgt) are summed). ``p_tgt_given_src = count / total links of src`` and ``p_src_given_tgt = count /
     total links of tgt``, with totals over all pairs before any filter, or taken from ``src_totals`` (``src``,
     ``count``) / ``tgt_totals`` (``tgt``, ``count``) when given (a kept pair whose word is missing there, or
-    whose count exceeds that total, is a ValueError). ``score`` is their geometric mean (see the module doc).
+    whose count exceeds that total, is a ValueError). ``score`` as ``config.score`` says (see the module doc).
 
     Returns the columns of :data:`LEXICON_SCHEMA` in that order, sorted by src asc, score desc, count desc,
     tgt asc, after the filters of ``config``.
@@ -173,7 +217,10 @@ def score_pairs(
     # thresholds compare the float64 probabilities, so that e.g. 1/100 passes a 0.01 threshold
     keep = (p_ts >= config.min_p_tgt_given_src) & (p_st >= config.min_p_src_given_tgt)
     sc, tc, count, p_ts, p_st = sc[keep], tc[keep], count[keep], p_ts[keep], p_st[keep]
-    score = np.sqrt(p_ts * p_st).astype(np.float32)
+    if config.score == "geometric":
+        score = np.sqrt(p_ts * p_st).astype(np.float32)
+    else:
+        score = wilson_lower_bound(p_ts, src_total[sc]).astype(np.float32)
 
     order = _order(sc, score, count, tc)
     if config.top_k:

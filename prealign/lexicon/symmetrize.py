@@ -59,53 +59,81 @@ def directional_links(
     return np.sort(link_keys(sent[best] + first_sentence, i[best], j[best]))
 
 
-def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
-    """Koehn's grow-diag-final-and over corpus link keys."""
-    inter = np.intersect1d(fwd, bwd)
-    union = np.union1d(fwd, bwd)
-    out: list[np.ndarray] = []
-    u_sent = union >> 32
-    bounds = np.searchsorted(u_sent, np.arange(int(u_sent[-1]) + 2)) if len(union) else np.zeros(1, int)
-    f_sent, b_sent, i_sent = fwd >> 32, bwd >> 32, inter >> 32
-    for s in range(len(bounds) - 1):
-        lo, hi = bounds[s], bounds[s + 1]
-        if lo == hi:
-            continue
-        union_s = {(int(k >> 16) & 0xFFFF, int(k) & 0xFFFF) for k in union[lo:hi]}
-        sel = slice(*np.searchsorted(i_sent, [s, s + 1]))
-        align = {(int(k >> 16) & 0xFFFF, int(k) & 0xFFFF) for k in inter[sel]}
-        src_done = {a for a, _ in align}
-        tgt_done = {b for _, b in align}
-        grown = True
-        while grown:
-            grown = False
-            for a, b in sorted(align):
-                for da, db in _NEIGHBOURS:
-                    cand = (a + da, b + db)
-                    if cand in union_s and cand not in align and (cand[0] not in src_done or cand[1] not in tgt_done):
-                        align.add(cand)
-                        src_done.add(cand[0])
-                        tgt_done.add(cand[1])
-                        grown = True
-        for keys, ks in ((fwd, f_sent), (bwd, b_sent)):
-            part = keys[slice(*np.searchsorted(ks, [s, s + 1]))]
-            for k in part:
-                cand = (int(k >> 16) & 0xFFFF, int(k) & 0xFFFF)
-                if cand[0] not in src_done and cand[1] not in tgt_done:
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (np.unique's hash path is much slower on int64 here)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+def _by_sentence(keys: np.ndarray, sentences: np.ndarray) -> list[list[tuple[int, int]]]:
+    """The (i, j) links of each listed sentence (``sentences`` sorted), from sorted corpus keys."""
+    bounds_lo = np.searchsorted(keys >> 32, sentences, side="left")
+    bounds_hi = np.searchsorted(keys >> 32, sentences, side="right")
+    _, i, j = split_keys(keys)
+    pairs = list(zip(i.tolist(), j.tolist(), strict=True))
+    return [pairs[lo:hi] for lo, hi in zip(bounds_lo.tolist(), bounds_hi.tolist(), strict=True)]
+
+
+def _gdfa_sentence(
+    inter: list[tuple[int, int]], union: set[tuple[int, int]], fwd: list[tuple[int, int]], bwd: list[tuple[int, int]]
+) -> set[tuple[int, int]]:
+    align = set(inter)
+    src_done = {a for a, _ in align}
+    tgt_done = {b for _, b in align}
+    grown = True
+    while grown:
+        grown = False
+        for a, b in sorted(align):
+            for da, db in _NEIGHBOURS:
+                cand = (a + da, b + db)
+                if cand in union and cand not in align and (cand[0] not in src_done or cand[1] not in tgt_done):
                     align.add(cand)
                     src_done.add(cand[0])
                     tgt_done.add(cand[1])
-        arr = np.array(sorted(align), dtype=np.int64).reshape(-1, 2)
-        out.append(link_keys(np.full(len(arr), s), arr[:, 0], arr[:, 1]))
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+                    grown = True
+    for cand in (*fwd, *bwd):  # final-and: a directional link whose two words are both still unaligned
+        if cand[0] not in src_done and cand[1] not in tgt_done:
+            align.add(cand)
+            src_done.add(cand[0])
+            tgt_done.add(cand[1])
+    return align
+
+
+def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
+    """Koehn's grow-diag-final-and over corpus link keys.
+
+    Sentences whose two directions agree are their intersection already; only the others run the
+    (per-sentence, Python) growing.
+    """
+    fwd, bwd = _sorted_unique(fwd), _sorted_unique(bwd)
+    inter = np.intersect1d(fwd, bwd, assume_unique=True)
+    union = _sorted_unique(np.concatenate([fwd, bwd]))
+    todo = _sorted_unique(np.setdiff1d(union, inter, assume_unique=True) >> 32)
+    if len(todo) == 0:
+        return inter
+    grown = []
+    parts = zip(
+        todo.tolist(),
+        _by_sentence(inter, todo),
+        _by_sentence(union, todo),
+        _by_sentence(fwd, todo),
+        _by_sentence(bwd, todo),
+        strict=True,
+    )
+    for s, inter_s, union_s, fwd_s, bwd_s in parts:
+        links = sorted(_gdfa_sentence(inter_s, set(union_s), fwd_s, bwd_s))
+        grown.append((s << 32) | (np.array([i for i, _ in links], dtype=np.int64) << 16) | [j for _, j in links])
+    pos = np.minimum(np.searchsorted(todo, inter >> 32), len(todo) - 1)
+    keep = inter[todo[pos] != inter >> 32]
+    return np.sort(np.concatenate([keep, *grown]))
 
 
 def symmetrize(fwd: np.ndarray, bwd: np.ndarray, method: Method) -> np.ndarray:
     """Combine forward and backward link keys by ``method``."""
     if method == "intersect":
-        return np.intersect1d(fwd, bwd)
+        return np.intersect1d(_sorted_unique(fwd), _sorted_unique(bwd), assume_unique=True)
     if method == "union":
-        return np.union1d(fwd, bwd)
+        return _sorted_unique(np.concatenate([fwd, bwd]))
     if method == "grow-diag-final-and":
         return grow_diag_final_and(fwd, bwd)
     if method == "forward":

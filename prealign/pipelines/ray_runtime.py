@@ -19,7 +19,6 @@ LOOPBACK = "127.0.0.1"
 
 
 def _quiet_env() -> None:
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -29,11 +28,14 @@ def _quiet_env() -> None:
 def ray_session(address: str | None = None, workers: int | None = None) -> Iterator[RayExecutor]:
     """A Ray connection for one job: embedded on loopback when ``address`` is None, else joined."""
     _quiet_env()
+    if address is None:  # for Ray's own subprocesses; a joined cluster's driver must stay reachable
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     started = False
     if not ray.is_initialized():
         if address is None:
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # the env var is read once, when ray is imported
             ray.init(
                 address="local",
                 num_cpus=workers or os.cpu_count() or 1,

@@ -1,0 +1,158 @@
+"""Shared fixtures: one loopback-only Ray for the whole session, a small parallel corpus, and helpers.
+
+Ray is started at most once per test session (it costs seconds), through the same ``ray_session`` the
+pipeline uses; the jobs then find it initialised and reuse it. The fixture checks that every listening
+socket of the driver and of every process Ray started is bound to a loopback address, and at the end that
+no Ray process is left behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prealign.demo import write_corpus
+
+# Safety net, set before anything can import ray (Ray reads it once, at import): whatever a test does, any
+# Ray it starts, in this process or in a child, keeps its services on loopback. The library's own handling
+# is tested separately (tests/test_pipeline.py::test_embedded_ray_is_loopback_even_if_ray_was_imported_first).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+DEMO_PAIRS = 600
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def psutil_module() -> Any:
+    """psutil, which ships inside Ray (``ray/thirdparty_files``): importable once ray is imported."""
+    import ray  # noqa: F401  (puts Ray's third-party directory on sys.path)
+
+    return importlib.import_module("psutil")
+
+
+def is_loopback(host: str) -> bool:
+    addr = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def listening(processes: Iterable[Any]) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, ip, port) of every listening TCP/UDP-bound inet socket of ``processes``."""
+    psutil = psutil_module()
+    found = []
+    for proc in processes:
+        try:
+            name = proc.name()
+            conns = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr):  # TCP listen, bound UDP
+                found.append((proc.pid, name, c.laddr.ip, c.laddr.port))
+    return found
+
+
+def assert_loopback_only(sockets: list[tuple[int, str, str, int]]) -> None:
+    exposed = [s for s in sockets if not is_loopback(s[2])]
+    assert not exposed, f"Ray listens on a non-loopback address: {exposed}"
+
+
+def alive(pids: dict[int, float]) -> list[int]:
+    """Which of ``pids`` (pid -> create_time) still run (a reused pid with another start time does not)."""
+    psutil = psutil_module()
+    out = []
+    for pid, created in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(pids: dict[int, float], timeout: float = 20.0) -> list[int]:
+    """Wait until none of ``pids`` runs; returns those still running after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    left = alive(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = alive(pids)
+    return left
+
+
+class RaySession:
+    """What the ``ray_local`` fixture yields: the executor and the Ray processes seen so far."""
+
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
+        self.pids: dict[int, float] = {}
+
+    def processes(self) -> list[Any]:
+        """This process's descendants (Ray's gcs_server, raylet, agents, workers); remembers them."""
+        psutil = psutil_module()
+        procs = psutil.Process().children(recursive=True)
+        for p in procs:
+            try:
+                self.pids[p.pid] = p.create_time()
+            except psutil.NoSuchProcess:
+                pass
+        return procs
+
+    def check_loopback(self) -> None:
+        import ray
+
+        node = ray._private.worker.global_worker.node
+        assert is_loopback(node.node_ip_address), node.node_ip_address
+        psutil = psutil_module()
+        sockets = listening([psutil.Process(), *self.processes()])
+        assert_loopback_only(sockets)
+        gcs_port = int(node.gcs_address.rsplit(":", 1)[1])
+        names = {name for _, name, _, port in sockets if port == gcs_port}
+        assert names, f"the GCS port {gcs_port} is not among the listening sockets seen: {sockets}"
+        assert any(name.startswith("raylet") for _, name, _, _ in sockets), sockets
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[RaySession]:
+    """Ray started once for the session, on loopback only, with 2 CPUs; shut down (and checked) at the end."""
+    from prealign.pipelines.ray_runtime import ray_session
+
+    with ray_session(None, 2) as executor:
+        session = RaySession(executor)
+        # run tasks first, so that worker processes are up and their sockets are checked too
+        assert executor.map(lambda a, b: a**b, [(2, 3), (3, 2)]) == [8, 9]
+        session.check_loopback()
+        yield session
+        session.check_loopback()  # again: workers started by the tests
+    import ray
+
+    assert not ray.is_initialized()
+    left = wait_gone(session.pids)
+    assert not left, f"Ray processes left behind after shutdown: {left}"
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 600-pair English<TAB>French corpus from the built-in grammar (read-only: copy before changing)."""
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "demo.en-fr.tsv", DEMO_PAIRS)
+
+
+@pytest.fixture
+def demo_pairs(demo_corpus: Path) -> list[tuple[str, str]]:
+    """The demo corpus as (English, French) pairs."""
+    return [tuple(line.split("\t")) for line in demo_corpus.read_text(encoding="utf-8").splitlines()]
+
+
+def files_in(directory: Path) -> list[str]:
+    """Names of the files under ``directory`` (recursively, relative), sorted."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
