@@ -71,9 +71,7 @@ def aligner_options(default_symmetrize: str) -> F:
             help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download.",
         ),
         click.option("--ibm1-iterations", default=5, show_default=True, help="EM iterations of Model 1."),
-        click.option(
-            "--hmm-iterations", default=5, show_default=True, help="HMM EM iterations (0: Model 1 only)."
-        ),
+        click.option("--hmm-iterations", default=5, show_default=True, help="HMM EM iterations (0: Model 1 only)."),
         click.option(
             "--agreement/--no-agreement",
             default=True,

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from prealign.lexicon.encode import EncodedCorpus
+from prealign.lexicon.encode import EncodedCorpus, candidate_grid
 from prealign.lexicon.executor import Executor, LocalExecutor
 from prealign.lexicon.hmm import BACKWARD, FORWARD, Chunk, Counts, Params, estep, make_chunk
-from prealign.lexicon.symmetrize import directional_links
+from prealign.lexicon.symmetrize import link_keys
 
 Progress = Callable[[str], None]
 
@@ -72,14 +72,16 @@ def _chunk_counts(chunk: Chunk, fwd: Params, bwd: Params, agreement: bool) -> tu
 
 
 def _chunk_links(chunk: Chunk, corpus: EncodedCorpus, model: Model, threshold: float) -> tuple[np.ndarray, ...]:
+    """Both directions' decoded links of one chunk, as corpus link keys."""
     torch.set_num_threads(1)
     s0, s1 = chunk.start, chunk.stop
-    src_off = corpus.src_offsets[s0 : s1 + 1]
-    tgt_off = corpus.tgt_offsets[s0 : s1 + 1]
+    src_off = corpus.src_offsets[s0 : s1 + 1] - corpus.src_offsets[s0]
+    tgt_off = corpus.tgt_offsets[s0 : s1 + 1] - corpus.tgt_offsets[s0]
+    _, sent, i, j = candidate_grid(src_off, tgt_off)
     out = []
     for direction, params in ((FORWARD, model.forward), (BACKWARD, model.backward)):
-        post = estep(chunk, direction, params).posterior
-        out.append(directional_links(post, src_off, tgt_off, direction == FORWARD, threshold, s0))
+        slots = estep(chunk, direction, params, decode=threshold).best
+        out.append(np.sort(link_keys(sent[slots] + s0, i[slots], j[slots])))
     return tuple(out)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from prealign.lexicon.encode import EncodedCorpus
@@ -27,12 +25,17 @@ _FLOOR = 1e-12
 
 @dataclass
 class Batch:
-    """Sentences sharing K hidden states, observations padded to T."""
+    """Sentences sharing K hidden states, observations padded to T; arrays are time-major.
+
+    Padding points at sentinels whose probability is 1 (the chunk's last pair index, the observed vocabulary
+    size), so padded steps leave the recursions unchanged; ``mask`` removes them from the counts.
+    """
 
     k: int
-    cidx: np.ndarray  # int32 [B, T, K] chunk-local candidate index; padding points at the sentinel
-    obs: np.ndarray  # int32 [B, T] observed word id; padding is 0 (masked)
-    mask: np.ndarray  # bool [B, T]
+    cidx: np.ndarray  # int32 [T, B, K] chunk-local candidate index (sentinel: n_candidates)
+    local: np.ndarray  # int32 [T, B, K] chunk-local pair index (sentinel: number of chunk pairs)
+    obs: np.ndarray  # int32 [T, B] observed word id (sentinel: observed vocabulary size)
+    mask: np.ndarray  # bool [T, B]
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Counts:
     transitions: float
     loglik: float
     posterior: np.ndarray | None = None  # float32 [chunk candidates] p(link) per grid slot
+    best: np.ndarray | None = None  # int64 chunk-local grid slots of the decoded links (with ``decode``)
 
 
 def _group_batches(lens_state: np.ndarray, lens_obs: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -98,10 +102,14 @@ def _group_batches(lens_state: np.ndarray, lens_obs: np.ndarray) -> list[tuple[i
 def make_chunk(corpus: EncodedCorpus, start: int, stop: int) -> Chunk:
     """Prepare sentences [start, stop) of the corpus for both directions."""
     c0, c1 = int(corpus.cand_offsets[start]), int(corpus.cand_offsets[stop])
-    enc = pc.dictionary_encode(pa.array(corpus.cand_pair[c0:c1]))
+    cand_pair = corpus.cand_pair[c0:c1]
+    seen = np.zeros(corpus.n_pairs, dtype=bool)
+    seen[cand_pair] = True
+    pairs = np.flatnonzero(seen).astype(np.int32)  # the chunk's pairs, in global id order
+    lookup = np.empty(corpus.n_pairs, dtype=np.int32)
+    lookup[pairs] = np.arange(len(pairs), dtype=np.int32)
     cand_local = np.empty(c1 - c0 + 1, dtype=np.int32)
-    cand_local[:-1] = enc.indices.to_numpy(zero_copy_only=False)
-    pairs = enc.dictionary.to_numpy().astype(np.int32)
+    np.take(lookup, cand_pair, out=cand_local[:-1])
     cand_local[-1] = len(pairs)  # sentinel pair index, whose probability is 1
     chunk = Chunk(start, stop, c0, pairs, cand_local)
     src_len = corpus.src_lengths[start:stop]
@@ -110,28 +118,27 @@ def make_chunk(corpus: EncodedCorpus, start: int, stop: int) -> Chunk:
     sentinel = c1 - c0
     for direction in (FORWARD, BACKWARD):
         k_len, t_len = (src_len, tgt_len) if direction == FORWARD else (tgt_len, src_len)
-        obs_ids, obs_off = (
-            (corpus.tgt_ids, corpus.tgt_offsets[start:stop])
+        obs_ids, obs_off, obs_vocab = (
+            (corpus.tgt_ids, corpus.tgt_offsets[start:stop], len(corpus.tgt_vocab))
             if direction == FORWARD
-            else (corpus.src_ids, corpus.src_offsets[start:stop])
+            else (corpus.src_ids, corpus.src_offsets[start:stop], len(corpus.src_vocab))
         )
         for k, rows in _group_batches(k_len, t_len):
             tl = t_len[rows]
             t_max = int(tl.max()) if len(rows) else 0
             if t_max == 0:
                 continue
-            tt = np.arange(t_max)
-            kk = np.arange(k)
-            mask = tt[None, :] < tl[:, None]
-            width = tgt_len[rows][:, None, None]
-            if direction == FORWARD:  # state i, observation j: slot i * J + j
-                cidx = off[rows][:, None, None] + kk[None, None, :] * width + tt[None, :, None]
-            else:  # state j, observation i
-                cidx = off[rows][:, None, None] + tt[None, :, None] * width + kk[None, None, :]
+            tt = np.arange(t_max)[:, None, None]
+            kk = np.arange(k)[None, None, :]
+            mask = np.arange(t_max)[:, None] < tl[None, :]  # [T, B]
+            width = tgt_len[rows][None, :, None]
+            base = off[rows][None, :, None]
+            # grid slot of (source i, target j) is i * J + j
+            cidx = base + (kk * width + tt if direction == FORWARD else tt * width + kk)
             cidx = np.where(mask[:, :, None], cidx, sentinel).astype(np.int32)
-            pos = np.minimum(obs_off[rows][:, None] + tt[None, :], len(obs_ids) - 1)
-            obs = np.where(mask, obs_ids[pos], 0).astype(np.int32)
-            chunk.batches[direction].append(Batch(k, cidx, obs, mask))
+            pos = np.minimum(obs_off[rows][None, :] + np.arange(t_max)[:, None], len(obs_ids) - 1)
+            obs = np.where(mask, obs_ids[pos], obs_vocab).astype(np.int32)
+            chunk.batches[direction].append(Batch(k, cidx, cand_local[cidx], obs, mask))
     return chunk
 
 
@@ -151,97 +158,116 @@ def transition_matrix(params: Params, k: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(real.astype(np.float32)), torch.from_numpy(first.astype(np.float32)), bins
 
 
-def estep(chunk: Chunk, direction: int, params: Params) -> Counts:
-    """Expected counts and link posteriors for one chunk and direction."""
+def estep(chunk: Chunk, direction: int, params: Params, decode: float | None = None) -> Counts:
+    """Expected counts and link posteriors for one chunk and direction.
+
+    With ``decode`` (a threshold), also the links: each observed word's most probable state, where that is
+    a real word (more probable than the empty word) with posterior at least the threshold.
+
+    Gathers and scatters run in numpy (``np.take`` is several times faster than torch's advanced indexing
+    here); the recursions run in torch.
+    """
     local_t = np.empty(len(chunk.pairs) + 1, dtype=np.float32)
-    local_t[:-1] = np.maximum(params.t[chunk.pairs], _FLOOR)
+    np.maximum(np.take(params.t, chunk.pairs), _FLOOR, out=local_t[:-1])
     local_t[-1] = 1.0
-    t_cand = torch.from_numpy(local_t[chunk.cand_local])
-    t_null = torch.from_numpy(np.maximum(params.t_null, _FLOOR).astype(np.float32))
-    null_counts = np.zeros(len(params.t_null), dtype=np.float64)
+    t_null = np.empty(len(params.t_null) + 1, dtype=np.float32)
+    np.maximum(params.t_null, _FLOOR, out=t_null[:-1])
+    t_null[-1] = 1.0
+    null_counts = np.zeros(len(t_null), dtype=np.float64)
     jump_counts = np.zeros(2 * params.max_jump + 1, dtype=np.float64)
     to_null = transitions = loglik = 0.0
-    post = torch.zeros(chunk.n_candidates + 1, dtype=torch.float32)
+    post = np.zeros(chunk.n_candidates + 1, dtype=np.float32)
+    best: list[np.ndarray] = []
     for batch in chunk.batches[direction]:
-        cidx = torch.from_numpy(batch.cidx)
         mask = torch.from_numpy(batch.mask)
-        obs = torch.from_numpy(batch.obs)
-        emit = t_cand[cidx]  # [B, T, K]
-        emit_null = t_null[obs]  # [B, T]
+        emit = torch.from_numpy(np.take(local_t, batch.local))  # [T, B, K]
+        emit_null = torch.from_numpy(np.take(t_null, batch.obs))  # [T, B]
         if params.jump is None:
-            total = emit.sum(-1) + emit_null
-            gamma = emit / total[..., None]
-            gamma_null = emit_null / total
-            loglik += float(torch.log(total[mask]).sum())
+            total = emit.sum(-1).add_(emit_null)
+            inv = total.reciprocal()
+            gamma = emit.mul_(inv[..., None])
+            gamma_null = emit_null.mul_(inv)
+            loglik -= float(torch.log(inv[mask]).sum())
         else:
             gamma, gamma_null, stats = _forward_backward(params, batch.k, emit, emit_null, mask)
             jump_counts += stats[0]
             to_null += stats[1]
             transitions += stats[2]
             loglik += stats[3]
-        post[cidx] = gamma  # padded slots all write the sentinel, dropped below
-        gamma_null = (gamma_null * mask).reshape(-1).numpy()
-        null_counts += np.bincount(batch.obs.reshape(-1), weights=gamma_null, minlength=len(null_counts))
-    post_np = post.numpy()[:-1]
+        post[batch.cidx] = gamma.numpy()  # padded slots all write the sentinel, dropped below
+        if decode is not None:
+            top, arg = gamma.max(-1)
+            keep = ((top > gamma_null) & (top >= decode) & (top > 0) & mask).numpy()
+            slots = np.take_along_axis(batch.cidx, arg.numpy()[..., None], axis=-1)[..., 0]
+            best.append(slots[keep].astype(np.int64))
+        null_counts += np.bincount(batch.obs.reshape(-1), weights=gamma_null.numpy().reshape(-1), minlength=len(t_null))
+    post_np = post[:-1]
     pair_counts = np.bincount(chunk.cand_local[:-1], weights=post_np, minlength=len(chunk.pairs))
-    return Counts(pair_counts, null_counts, jump_counts, to_null, transitions, loglik, post_np)
+    links = np.sort(np.concatenate(best)) if best else (np.zeros(0, np.int64) if decode is not None else None)
+    return Counts(pair_counts, null_counts[:-1], jump_counts, to_null, transitions, loglik, post_np, links)
 
 
 def _forward_backward(
     params: Params, k: int, emit: torch.Tensor, emit_null: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, float, float, float]]:
-    """Scaled forward-backward for a batch sharing K real states.
+    """Scaled forward-backward for a batch sharing K real states (time-major tensors).
 
     Rows of the 2K x 2K transition matrix for real i' and for "empty, remembering i'" are equal, so the
-    recursions run on K-vectors: the position distribution s = alpha_real + alpha_empty moves by R, and
-    the backward vector is shared by both kinds of state.
+    recursions run on K-vectors: the position distribution s = alpha_real + alpha_empty moves by R, the
+    empty states' forward mass at t is s(t-1) times a per-sentence factor, and the backward vector is shared
+    by both kinds of state. Padded steps have emission 1 and leave every vector unchanged.
     """
     r_mat, first, bins = transition_matrix(params, k)
     p0 = params.p0
-    b_size, t_max, _ = emit.shape
-    emit = torch.where(mask[..., None], emit, 1.0)
-    emit_null = torch.where(mask, emit_null, 1.0)
-    alpha = torch.empty(b_size, t_max, k)
-    alpha_null = torch.empty(b_size, t_max, k)
-    scale = torch.empty(b_size, t_max)
-    real = first[None, :] * emit[:, 0]
-    null = (p0 / k) * emit_null[:, 0, None].expand(-1, k)
-    scale[:, 0] = real.sum(-1) + p0 * emit_null[:, 0]
-    alpha[:, 0] = real / scale[:, 0, None]
-    alpha_null[:, 0] = null / scale[:, 0, None]
+    t_max, b_size, _ = emit.shape
+    null_w = emit_null * p0  # [T, B]: p0 * p(obs | empty)
+    alpha = torch.empty(t_max, b_size, k)
+    pos = torch.empty(t_max, b_size, k)  # s(t) = alpha_real(t) + alpha_empty(t)
+    scale = torch.empty(t_max, b_size)
+    nu = torch.empty(t_max, b_size)  # alpha_empty(t) = s(t - 1) * nu(t) for t >= 1
+    torch.mul(emit[0], first, out=alpha[0])
+    torch.add(alpha[0].sum(-1), null_w[0], out=scale[0])
+    inv = scale[0].reciprocal()
+    alpha[0].mul_(inv[:, None])
+    nu[0] = null_w[0] * inv / k  # at t = 0 the empty word's mass is spread evenly over the K memories
+    torch.add(alpha[0], nu[0][:, None], out=pos[0])
+    step = torch.empty(b_size, k)
     for t in range(1, t_max):
-        pos = alpha[:, t - 1] + alpha_null[:, t - 1]
-        real = (pos @ r_mat) * emit[:, t]
-        sc = real.sum(-1) + p0 * emit_null[:, t]
-        scale[:, t] = sc
-        alpha[:, t] = real / sc[:, None]
-        alpha_null[:, t] = pos * (p0 * emit_null[:, t] / sc)[:, None]
-    beta = torch.empty(b_size, t_max, k)
-    beta[:, t_max - 1] = 1.0
-    w_real = torch.empty(b_size, t_max, k)  # emission * beta / scale: the right factor of the expected transitions
-    w_null = torch.empty(b_size, t_max, k)
+        torch.mm(pos[t - 1], r_mat, out=step)
+        step.mul_(emit[t])
+        torch.add(step.sum(-1), null_w[t], out=scale[t])
+        inv = scale[t].reciprocal()
+        torch.mul(step, inv[:, None], out=alpha[t])
+        torch.mul(null_w[t], inv, out=nu[t])
+        torch.addcmul(alpha[t], pos[t - 1], nu[t][:, None], out=pos[t])
+    inv_scale = scale.reciprocal()
+    emit_scaled = emit.mul_(inv_scale[..., None])  # emission / scale, in place: emit is not used again
+    null_scaled = null_w.mul_(inv_scale)  # p0 * p(obs | empty) / scale
+    beta = torch.empty(t_max, b_size, k)
+    beta[t_max - 1] = 1.0
     r_t = r_mat.T.contiguous()
     for t in range(t_max - 1, 0, -1):
-        inv = 1.0 / scale[:, t, None]
-        w_real[:, t] = emit[:, t] * beta[:, t] * inv
-        w_null[:, t] = beta[:, t] * (emit_null[:, t, None] * inv)
-        beta[:, t - 1] = w_real[:, t] @ r_t + p0 * w_null[:, t]
-    gamma = alpha * beta
+        torch.addmm(beta[t] * null_scaled[t][:, None], emit_scaled[t] * beta[t], r_t, out=beta[t - 1])
+    gamma = alpha.mul_(beta)
+    alpha_null = torch.empty(t_max, b_size, k)
+    alpha_null[0] = nu[0][:, None]
+    alpha_null[1:] = pos[:-1] * nu[1:, :, None]
     gamma_null = (alpha_null * beta).sum(-1)
     loglik = float(torch.log(scale[mask]).sum())
     jump = np.zeros(2 * params.max_jump + 1)
     to_null = transitions = 0.0
     if t_max > 1:
-        m = mask[:, 1:, None]
-        pos = (alpha[:, :-1] + alpha_null[:, :-1]).reshape(-1, k)
-        s = pos.T @ (w_real[:, 1:] * m).reshape(-1, k)
+        m = mask[1:, :, None]
+        w_real = emit_scaled[1:] * beta[1:] * m  # emission * beta / scale: the right factor of xi
+        s = pos[:-1].reshape(-1, k).T @ w_real.reshape(-1, k)
         real_xi = (s * r_mat).double().numpy()
         jump += np.bincount(bins.reshape(-1), weights=real_xi.reshape(-1), minlength=len(jump))
-        to_null = float(p0 * (pos * (w_null[:, 1:] * m).reshape(-1, k)).double().sum())
+        w_null = beta[1:] * (null_scaled[1:] * mask[1:])[..., None]
+        to_null = float((pos[:-1] * w_null).sum(dtype=torch.float64))
         transitions = float(real_xi.sum()) + to_null
-    start = (gamma[:, 0] * mask[:, 0, None]).double().numpy().sum(axis=0)
+    start = (gamma[0] * mask[0, :, None]).double().numpy().sum(axis=0)
     first_bins = np.clip(np.arange(k) + 1, -params.max_jump, params.max_jump) + params.max_jump
     jump += np.bincount(first_bins, weights=start, minlength=len(jump))
-    to_null += float((gamma_null[:, 0] * mask[:, 0]).sum())
-    transitions += float(mask[:, 0].sum())
+    to_null += float((gamma_null[0] * mask[0]).sum())
+    transitions += float(mask[0].sum())
     return gamma, gamma_null, (jump, to_null, transitions, loglik)
