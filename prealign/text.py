@@ -82,6 +82,8 @@ class Segmenter:
     def segment_batch(self, texts: Sequence[str]) -> list[list[str]]:
         """The words of each string, in order."""
         norm = [self.normalize(t) for t in texts]
+        if self.config.pretokenized:  # the pre-tokenizer would only split on whitespace: str.split does that
+            return [t.split() for t in norm]
         encodings = self._tokenizer.encode_batch(norm, add_special_tokens=False)
         return [[s[a:b] for a, b in enc.offsets] for s, enc in zip(norm, encodings, strict=False)]
 

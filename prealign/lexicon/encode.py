@@ -61,11 +61,18 @@ class EncodedCorpus:
         return len(self.pair_src)
 
 
-def _encode_side(sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, Vocab]:
-    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
+Sentences = Sequence[Sequence[str]] | pa.Array  # lists of words, or an Arrow list<string> array
+
+
+def _encode_side(sentences: Sentences) -> tuple[np.ndarray, np.ndarray, Vocab]:
+    if isinstance(sentences, pa.Array):
+        lengths = pc.fill_null(pc.list_value_length(sentences), 0).to_numpy().astype(np.int64)
+        flat = sentences.flatten()
+    else:
+        lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+        flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
     encoded = pc.dictionary_encode(flat)
     ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     return ids, offsets, Vocab(encoded.dictionary)
@@ -86,8 +93,8 @@ def candidate_grid(
     return cand_offsets, sent, k // width, k % width
 
 
-def encode_corpus(src: Sequence[Sequence[str]], tgt: Sequence[Sequence[str]]) -> EncodedCorpus:
-    """Encode segmented sentence pairs (lists of words) into an :class:`EncodedCorpus`."""
+def encode_corpus(src: Sentences, tgt: Sentences) -> EncodedCorpus:
+    """Encode segmented sentence pairs (lists of words, or Arrow list arrays) into an :class:`EncodedCorpus`."""
     if len(src) != len(tgt):
         raise ValueError(f"{len(src)} source sentences but {len(tgt)} target sentences")
     src_ids, src_off, src_vocab = _encode_side(src)

@@ -27,11 +27,12 @@ from prealign.lexicon.encode import EncodedCorpus, encode_corpus
 from prealign.lexicon.executor import Executor, LocalExecutor
 from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.links import write_pharaoh
+from prealign.lexicon.prepare import Prepared, concatenate, prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
 from prealign.lexicon.symmetrize import Method, sentence_links, split_keys, symmetrize
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import ray_session
-from prealign.text import Segmenter, SegmenterConfig
+from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text
 
 READ_BATCH = 16384
@@ -78,44 +79,13 @@ class ExtractJob(AlignJob):
     tgt_lang: str | None = None
 
 
-@dataclass
-class Prepared:
-    """One input batch after segmentation, with what dedup needs."""
-
-    src: list[list[str]]
-    tgt: list[list[str]]
-    codes: np.ndarray
-    keys: np.ndarray | None
-    signatures: np.ndarray | None
-
-
-def prepare_batch(
-    batch: pa.RecordBatch, src_seg: SegmenterConfig, tgt_seg: SegmenterConfig, cfg: clean.CleanConfig | None
-) -> Prepared:
-    """Segment one batch; with ``cfg``, also length codes, exact keys and MinHash signatures."""
-    src = Segmenter(src_seg).segment_batch(batch.column("src").to_pylist())
-    tgt = Segmenter(tgt_seg).segment_batch(batch.column("tgt").to_pylist())
-    if cfg is None:
-        return Prepared(src, tgt, np.zeros(len(src), np.uint8), None, None)
-    codes = clean.length_reasons(clean.side_lengths(src), clean.side_lengths(tgt), cfg)
-    keys = clean.pair_keys(src, tgt) if cfg.dedup else None
-    sig = clean.minhash_signatures(src, tgt, cfg) if cfg.near_dedup else None
-    return Prepared(src, tgt, codes, keys, sig)
-
-
 def _read_and_prepare(job: AlignJob, ex: Executor, cfg: clean.CleanConfig | None, bar: Progress) -> Prepared:
     d = job.data
     batches = read_parallel(
         d.src, d.tgt, d.pairs, src_column=d.src_column, tgt_column=d.tgt_column, batch_size=READ_BATCH
     )
     args = ((b, job.src_segmenter, job.tgt_segmenter, cfg) for b in bar.iterate(batches, "read + segment"))
-    parts = ex.map(prepare_batch, args)
-    src = [s for p in parts for s in p.src]
-    tgt = [t for p in parts for t in p.tgt]
-    codes = np.concatenate([p.codes for p in parts]) if parts else np.zeros(0, np.uint8)
-    keys = np.concatenate([p.keys for p in parts]) if parts and parts[0].keys is not None else None
-    sig = np.concatenate([p.signatures for p in parts]) if parts and parts[0].signatures is not None else None
-    return Prepared(src, tgt, codes, keys, sig)
+    return concatenate(ex.map(prepare_batch, args))
 
 
 def _dedup(prep: Prepared, cfg: clean.CleanConfig) -> np.ndarray:
@@ -213,7 +183,7 @@ def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
                 "no sentence pair left after cleaning: " + json.dumps(clean.reason_counts(codes)), job.data.describe()
             )
         t = time.perf_counter()
-        corpus = encode_corpus([prep.src[k] for k in kept], [prep.tgt[k] for k in kept])
+        corpus = encode_corpus(prep.src.take(pa.array(kept)), prep.tgt.take(pa.array(kept)))
         del prep
         timings["encode"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -1,0 +1,65 @@
+"""One batch of parallel text made ready for deduplication and alignment (runs in parallel workers).
+
+Kept free of torch and polars so that workers start this stage quickly. Words travel as Arrow list arrays,
+which cross process boundaries without per-string pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from prealign.lexicon import clean
+from prealign.text import Segmenter, SegmenterConfig
+
+
+@dataclass
+class Prepared:
+    """Segmented pairs of one batch (or of the whole corpus, once concatenated), with what dedup needs."""
+
+    src: pa.Array  # list<large_string>: the words of each source sentence
+    tgt: pa.Array
+    codes: np.ndarray  # uint8 length-filter code per pair (clean.REASONS)
+    keys: np.ndarray | None  # exact-dedup key per pair
+    signatures: np.ndarray | None  # MinHash signature per pair
+
+
+def word_lists(sentences: list[list[str]]) -> pa.Array:
+    """Words of each sentence as an Arrow ``list<large_string>`` array."""
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+    offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+
+
+def prepare_batch(
+    batch: pa.RecordBatch, src_seg: SegmenterConfig, tgt_seg: SegmenterConfig, cfg: clean.CleanConfig | None
+) -> Prepared:
+    """Segment one batch; with ``cfg``, also length codes, exact keys and MinHash signatures."""
+    src = Segmenter(src_seg).segment_batch(batch.column("src").to_pylist())
+    tgt = Segmenter(tgt_seg).segment_batch(batch.column("tgt").to_pylist())
+    if cfg is None:
+        return Prepared(word_lists(src), word_lists(tgt), np.zeros(len(src), np.uint8), None, None)
+    codes = clean.length_reasons(clean.side_lengths(src), clean.side_lengths(tgt), cfg)
+    keys = clean.pair_keys(src, tgt) if cfg.dedup else None
+    sig = clean.minhash_signatures(src, tgt, cfg) if cfg.near_dedup else None
+    return Prepared(word_lists(src), word_lists(tgt), codes, keys, sig)
+
+
+def concatenate(parts: list[Prepared]) -> Prepared:
+    """The batches in order, as one."""
+    if not parts:
+        empty = pa.array([], type=pa.large_list(pa.large_string()))
+        return Prepared(empty, empty, np.zeros(0, np.uint8), None, None)
+    keys = np.concatenate([p.keys for p in parts]) if parts[0].keys is not None else None
+    sig = np.concatenate([p.signatures for p in parts]) if parts[0].signatures is not None else None
+    return Prepared(
+        pa.concat_arrays([p.src for p in parts]),
+        pa.concat_arrays([p.tgt for p in parts]),
+        np.concatenate([p.codes for p in parts]),
+        keys,
+        sig,
+    )
