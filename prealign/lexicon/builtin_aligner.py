@@ -38,7 +38,7 @@ class BuiltinConfig:
     max_jump: int = 30
     jump_smoothing: float = 0.5
     null_smoothing: float = 1.0
-    chunk_sentences: int = 8192
+    chunk_sentences: int = 16384
     threshold: float = 0.0
 
     def __post_init__(self) -> None:

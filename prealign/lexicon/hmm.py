@@ -179,7 +179,7 @@ def estep(chunk: Chunk, direction: int, params: Params, decode: float | None = N
     post = np.zeros(chunk.n_candidates + 1, dtype=np.float32)
     best: list[np.ndarray] = []
     for batch in chunk.batches[direction]:
-        mask = torch.from_numpy(batch.mask)
+        mask = torch.from_numpy(batch.mask.copy())  # a private copy: object-store arrays are read-only
         emit = torch.from_numpy(np.take(local_t, batch.local))  # [T, B, K]
         emit_null = torch.from_numpy(np.take(t_null, batch.obs))  # [T, B]
         if params.jump is None:
