@@ -6,6 +6,7 @@ article, English clitics with the next word). Both aligners read the same pre-to
 directions, and are scored on the gold pairs with the same symmetrisation code.
 
     python benchmarks/bench_align.py [--data ../shared/data] [--workers 2] [--no-eflomal]
+    python benchmarks/bench_align.py --write-corpus DIR    # just the two files, for the CLI
 
 Prints wall and CPU seconds and AER (intersect, grow-diag-final-and) for: the built-in aligner in one
 process (CPU time is exact), the same through Ray with N workers (wall time, Ray already started), and eflomal
@@ -115,10 +116,15 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-eflomal", action="store_true")
+    ap.add_argument("--write-corpus", type=Path, metavar="DIR", help="only write DIR/std.en and DIR/std.fr")
     args = ap.parse_args()
     if not (args.data / "gold/hansards.en-fr.gold").exists():
         print(f"no data at {args.data}: pass --data", file=sys.stderr)
         return 2
+    if args.write_corpus:
+        args.write_corpus.mkdir(parents=True, exist_ok=True)
+        print("wrote", *prepare(args.data, args.write_corpus))
+        return 0
     gold = read_gold(args.data / "gold/hansards.en-fr.gold")
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from prealign.arrays import sorted_unique
 from prealign.errors import InputError
 
 __all__ = ["alignment_scores", "lexicon_precision", "read_gold_lexicon"]
@@ -30,15 +31,7 @@ def _link_keys(all_links: Sequence[np.ndarray], what: str) -> np.ndarray:
     if flat.min() < 0 or flat.max() >= 1 << _IDX_BITS:
         raise ValueError(f"{what}: link indices must be in [0, {1 << _IDX_BITS})")
     sent = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
-    return _sorted_unique((sent << (2 * _IDX_BITS)) | (flat[:, 0] << _IDX_BITS) | flat[:, 1])
-
-
-def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (numpy 2's hash-based ``np.unique`` is many times slower on int64 keys)."""
-    keys = np.sort(keys)
-    keep = np.ones(len(keys), dtype=bool)
-    keep[1:] = keys[1:] != keys[:-1]
-    return keys[keep]
+    return sorted_unique((sent << (2 * _IDX_BITS)) | (flat[:, 0] << _IDX_BITS) | flat[:, 1])
 
 
 def _ratio(num: int, den: int) -> float:
@@ -69,7 +62,7 @@ def alignment_scores(
         raise ValueError(f"prediction has {len(pred)} sentences, fewer than the gold's {n}")
     a = _link_keys(pred[:n], "pred")
     s = _link_keys(sure, "sure")
-    p = _sorted_unique(np.concatenate([_link_keys(possible, "possible"), s]))
+    p = sorted_unique(np.concatenate([_link_keys(possible, "possible"), s]))
     a_s = len(np.intersect1d(a, s, assume_unique=True))
     a_p = len(np.intersect1d(a, p, assume_unique=True))
     return {

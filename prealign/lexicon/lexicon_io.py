@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from prealign.errors import InputError
 from prealign.lexicon.score import LEXICON_SCHEMA, SORT_BY, SORT_DESCENDING
+from prealign.textio import atomic_write
 
 __all__ = ["WRITE_FORMATS", "READ_FORMATS", "METADATA_KEY", "write_lexicon", "read_lexicon", "metadata_path"]
 
@@ -46,19 +46,6 @@ def _suffix(path: Path, allowed: tuple[str, ...]) -> str:
         found = path.suffix or "(none)"
         raise InputError(f"unsupported lexicon format {found!r}; use one of {', '.join(allowed)}", path)
     return suffix
-
-
-def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run ``write`` on a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _canonical(df: pl.DataFrame) -> pl.DataFrame:
@@ -88,15 +75,15 @@ def write_lexicon(df: pl.DataFrame, path: str | os.PathLike, metadata: Mapping[s
     if suffix == ".parquet":
         table = df.to_arrow()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: meta_json})
-        _atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+        atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
         return
     if suffix == ".tsv":
-        _atomic(path, lambda fh: df.write_csv(fh, separator="\t", quote_style="never"))
+        atomic_write(path, lambda fh: df.write_csv(fh, separator="\t", quote_style="never"))
     elif suffix == ".jsonl":
-        _atomic(path, lambda fh: df.write_ndjson(fh))
+        atomic_write(path, lambda fh: df.write_ndjson(fh))
     else:
-        _atomic(path, lambda fh: fh.write(_export_json(df).encode("utf-8")))
-    _atomic(metadata_path(path), lambda fh: fh.write((meta_json + "\n").encode("utf-8")))
+        atomic_write(path, lambda fh: fh.write(_export_json(df).encode("utf-8")))
+    atomic_write(metadata_path(path), lambda fh: fh.write((meta_json + "\n").encode("utf-8")))
 
 
 def _export_json(df: pl.DataFrame) -> str:

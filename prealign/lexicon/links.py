@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from prealign.errors import InputError
+from prealign.textio import atomic_write_text
 
 __all__ = ["empty_links", "normalize_links", "format_pharaoh", "write_pharaoh", "read_pharaoh", "read_gold"]
 
@@ -96,19 +96,6 @@ def format_pharaoh(links: np.ndarray | Sequence[Sequence[int]]) -> str:
     return " ".join(f"{i}-{j}" for i, j in normalize_links(links).tolist())
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_pharaoh(all_links: Sequence[np.ndarray], path: str | os.PathLike) -> None:
     """Write one Pharaoh line per sentence (0-indexed ``i-j``, sorted, unique); a sentence without links is an
     empty line. Atomic: a temporary file in the same directory, then ``os.replace``."""
@@ -124,7 +111,7 @@ def write_pharaoh(all_links: Sequence[np.ndarray], path: str | os.PathLike) -> N
         )
         lines = lines.scatter(per_sentence["s"], per_sentence["line"])
     text = lines.str.join("\n").item() + "\n" if len(lines) else ""
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_text(path, text)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 
+from prealign.arrays import sorted_unique
 from prealign.lexicon.encode import candidate_grid
 
 Method = Literal["intersect", "union", "grow-diag-final-and", "forward", "backward"]
@@ -59,12 +60,6 @@ def directional_links(
     return np.sort(link_keys(sent[best] + first_sentence, i[best], j[best]))
 
 
-def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    """np.unique by sorting (np.unique's hash path is much slower on int64 here)."""
-    a = np.sort(a)
-    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
-
-
 def _by_sentence(keys: np.ndarray, sentences: np.ndarray) -> list[list[tuple[int, int]]]:
     """The (i, j) links of each listed sentence (``sentences`` sorted), from sorted corpus keys."""
     bounds_lo = np.searchsorted(keys >> 32, sentences, side="left")
@@ -105,10 +100,10 @@ def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
     Sentences whose two directions agree are their intersection already; only the others run the
     (per-sentence, Python) growing.
     """
-    fwd, bwd = _sorted_unique(fwd), _sorted_unique(bwd)
+    fwd, bwd = sorted_unique(fwd), sorted_unique(bwd)
     inter = np.intersect1d(fwd, bwd, assume_unique=True)
-    union = _sorted_unique(np.concatenate([fwd, bwd]))
-    todo = _sorted_unique(np.setdiff1d(union, inter, assume_unique=True) >> 32)
+    union = sorted_unique(np.concatenate([fwd, bwd]))
+    todo = sorted_unique(np.setdiff1d(union, inter, assume_unique=True) >> 32)
     if len(todo) == 0:
         return inter
     grown = []
@@ -131,9 +126,9 @@ def grow_diag_final_and(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
 def symmetrize(fwd: np.ndarray, bwd: np.ndarray, method: Method) -> np.ndarray:
     """Combine forward and backward link keys by ``method``."""
     if method == "intersect":
-        return np.intersect1d(_sorted_unique(fwd), _sorted_unique(bwd), assume_unique=True)
+        return np.intersect1d(sorted_unique(fwd), sorted_unique(bwd), assume_unique=True)
     if method == "union":
-        return _sorted_unique(np.concatenate([fwd, bwd]))
+        return sorted_unique(np.concatenate([fwd, bwd]))
     if method == "grow-diag-final-and":
         return grow_diag_final_and(fwd, bwd)
     if method == "forward":

@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from prealign import __version__
+from prealign.arrays import sorted_unique_counts
 from prealign.lexicon import clean
 from prealign.lexicon.builtin_aligner import BuiltinConfig, train_and_align
 from prealign.lexicon.corpus import read_parallel
@@ -143,10 +144,7 @@ def count_pairs(corpus: EncodedCorpus, keys: np.ndarray) -> pl.DataFrame:
     s_word = corpus.src_ids[corpus.src_offsets[sent] + i].astype(np.int64)
     t_word = corpus.tgt_ids[corpus.tgt_offsets[sent] + j].astype(np.int64)
     width = max(len(corpus.tgt_vocab), 1)
-    keys = np.sort(s_word * width + t_word)  # sort-based: np.unique is far slower on int64 keys here
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, int)
-    uniq = keys[starts]
-    counts = np.diff(np.append(starts, len(keys)))
+    uniq, counts = sorted_unique_counts(s_word * width + t_word)
     return pl.DataFrame(
         {
             "src": corpus.src_vocab.lookup(uniq // width),
