@@ -147,6 +147,7 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--minhash-threshold", default=0.8, show_default=True, help="Jaccard similarity of a near duplicate.")
 @click.option("--minhash-perm", default=64, show_default=True, help="MinHash permutations.")
 @click.option("--shingle-size", default=3, show_default=True, help="Word n-gram size of MinHash shingles.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the MinHash permutations (EM has no randomness).")
 @click.option("--min-count", default=2, show_default=True, help="Keep pairs linked at least this often.")
 @click.option("--min-prob", default=0.01, show_default=True, help="Minimum p(tgt|src).")
 @click.option("--min-rev-prob", default=0.0, show_default=True, help="Minimum p(src|tgt).")
@@ -181,6 +182,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
             minhash_threshold=kw.pop("minhash_threshold"),
             minhash_perm=kw.pop("minhash_perm"),
             shingle_size=kw.pop("shingle_size"),
+            seed=kw.pop("seed"),
         )
         lexicon = LexiconConfig(
             min_count=kw.pop("min_count"),
