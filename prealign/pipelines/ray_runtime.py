@@ -10,6 +10,7 @@ With an address (``auto`` or ``host:port``), the job joins that cluster and leav
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -30,6 +31,8 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
     _quiet_env()
     if address is None:  # for Ray's own subprocesses; a joined cluster's driver must stay reachable
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        if "ray" not in sys.modules:  # Ray's default for a new local cluster, said explicitly: no notice printed
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     started = False
