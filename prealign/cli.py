@@ -286,6 +286,108 @@ def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -
         )
 
 
+@main.command("switch")
+@click.argument("corpus", nargs=-1, required=True, type=existing)
+@click.option("--lexicon", type=existing, required=True, help="Lexicon from extract-lexicon (.parquet/.tsv/.jsonl).")
+@click.option("--tokenizer", type=existing, required=True, help="A Hugging Face tokenizer.json (or its directory).")
+@click.option("--ratio", type=float, required=True, help="Probability that a word with a lexicon entry is switched.")
+@click.option(
+    "-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Shard directory."
+)
+@click.option("--text-column", default="text", show_default=True, help="Text column of JSONL/Parquet input.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the switching draws.")
+@click.option(
+    "--choice",
+    type=click.Choice(["weighted", "uniform", "top"]),
+    default="weighted",
+    show_default=True,
+    help="Translation choice: by p(tgt|src), uniform, or always the best.",
+)
+@click.option("--min-prob", default=0.0, show_default=True, help="Use lexicon rows with p(tgt|src) at least this.")
+@click.option("--min-count", default=1, show_default=True, help="Use lexicon rows linked at least this often.")
+@click.option(
+    "--labels",
+    type=click.Choice(["input-only", "switched"]),
+    default="input-only",
+    show_default=True,
+    help="input-only: targets stay the original text (PreAlign); switched: labels = input_ids.",
+)
+@click.option("--seq-len", default=1024, show_default=True, help="Packed rows hold seq-len + 1 tokens.")
+@click.option("--pack/--no-pack", default=True, show_default=True, help="Pack documents, or one document per row.")
+@click.option("--shard-rows", default=8192, show_default=True, help="Rows per shard file.")
+@click.option("--overwrite", is_flag=True, help="Replace another run's shards in the output directory.")
+@click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray.")
+@click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
+    """Write code-switched, tokenised Arrow shards from monolingual text.
+
+    CORPUS: text files (one document a line), JSONL or Parquet (--text-column); .gz/.zst ok. Each word with a
+    lexicon entry is replaced by a translation with probability --ratio, in the input only (default labels).
+    Output is byte-identical for any number of workers.
+    """
+    from prealign.codeswitch.table import SwitchConfig
+    from prealign.pipelines.report import switch_summary
+    from prealign.pipelines.switch import SwitchJob, switch_corpus
+
+    try:
+        config = SwitchConfig(
+            ratio=kw["ratio"],
+            seed=kw["seed"],
+            choice=kw["choice"],
+            min_prob=kw["min_prob"],
+            min_count=kw["min_count"],
+            labels=kw["labels"],
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    job = SwitchJob(
+        corpus=list(corpus),
+        lexicon=kw["lexicon"],
+        tokenizer=kw["tokenizer"],
+        output=kw["output"],
+        config=config,
+        text_column=kw["text_column"],
+        seq_len=kw["seq_len"],
+        pack=kw["pack"],
+        shard_rows=kw["shard_rows"],
+        overwrite=kw["overwrite"],
+        ray_address=kw["ray_address"],
+        workers=kw["workers"],
+        progress=not kw["quiet"],
+    )
+    click.echo(switch_summary(switch_corpus(job), job.output))
+
+
+@main.group("tokenizer")
+def tokenizer_group() -> None:
+    """Train the byte-level BPE tokenizer that code-switched shards are made with."""
+
+
+@tokenizer_group.command("train")
+@click.argument("corpus", nargs=-1, required=True, type=existing)
+@click.option("--vocab-size", type=click.IntRange(min=258), required=True, help="Vocabulary size, specials included.")
+@click.option("-o", "--output", type=existing, required=True, help="Where to write tokenizer.json.")
+@click.option("--min-frequency", default=2, show_default=True, help="Merge only pairs seen at least this often.")
+@click.option("--text-column", default="text", show_default=True, help="Text column of JSONL/Parquet input.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def tokenizer_train_cmd(
+    corpus: tuple[Path, ...], vocab_size: int, output: Path, min_frequency: int, text_column: str, quiet: bool
+) -> None:
+    """Train a byte-level BPE tokenizer on CORPUS files (text, .gz/.zst, JSONL or Parquet) of all languages.
+
+    Special tokens: <|endoftext|> (id 0) and <|pad|> (id 1). The same files give a byte-identical tokenizer.
+    """
+    from prealign.codeswitch.tokenizer import save_tokenizer, tokenizer_info, train_tokenizer
+
+    tok = train_tokenizer(
+        list(corpus), vocab_size, min_frequency=min_frequency, text_column=text_column, show_progress=not quiet
+    )
+    save_tokenizer(tok, output)
+    info = tokenizer_info(tok)
+    click.echo(f"tokenizer: {info.vocab_size:,} tokens, sha256 {info.sha256} -> {output}")
+
+
 @main.command("demo")
 @click.option(
     "-o",

@@ -14,10 +14,11 @@ manifest is written last, so a directory without one holds no finished run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,219 @@ def rows_from_lists(sequences: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
         return np.concatenate([s[i] for s in sequences]).astype(dtype) if sequences else np.zeros(0, dtype)
 
     return Rows(cat(0, np.int32), cat(1, np.int32), cat(2, np.int8), offsets)
+
+
+# --- Reading rows back: memory-mapped shards, plain iteration, a PyTorch dataset ---------------------------------
+
+
+def _list_column(table: pa.Table, name: str, path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets as int64, flat values) of a list column, zero-copy where Arrow allows."""
+    if name not in table.column_names:
+        raise InputError(f"shard has no column {name!r} (columns: {', '.join(table.column_names)})", path)
+    column = table.column(name)
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        raise InputError(f"column {name!r} is {column.type}, not a list", path)
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if array.null_count:
+        raise InputError(f"column {name!r} has null rows", path)
+    # ``offsets`` honours a slice offset; ``values`` is the whole child, which the offsets index into
+    return array.offsets.to_numpy().astype(np.int64), array.values.to_numpy(zero_copy_only=False)
+
+
+def table_rows(table: pa.Table, path: Path | None = None) -> Rows:
+    """A shard table as :class:`Rows` (flat arrays, offsets from 0). A missing ``switched`` column reads as 0s."""
+    offsets, input_ids = _list_column(table, "input_ids", path)
+    label_offsets, labels = _list_column(table, "labels", path)
+    if not np.array_equal(offsets - offsets[0], label_offsets - label_offsets[0]):
+        raise InputError("labels and input_ids differ in length on some row", path)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    input_ids, labels = input_ids[lo:hi], labels[label_offsets[0] : label_offsets[-1]]
+    if "switched" in table.column_names:
+        sw_offsets, switched = _list_column(table, "switched", path)
+        if not np.array_equal(offsets - offsets[0], sw_offsets - sw_offsets[0]):
+            raise InputError("switched and input_ids differ in length on some row", path)
+        switched = switched[sw_offsets[0] : sw_offsets[-1]]
+    else:
+        switched = np.zeros(hi - lo, dtype=np.int8)
+    return Rows(input_ids, labels, switched, offsets - lo)
+
+
+def read_rows(path: Path, expected_rows: int | None = None) -> Rows:
+    """One shard, memory-mapped, as :class:`Rows` (InputError when unreadable or not ``expected_rows`` long)."""
+    try:
+        with pa.memory_map(str(path), "r") as source:
+            table = pa.ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"unreadable shard: {exc}", path) from exc
+    rows = table_rows(table, path)
+    if expected_rows is not None and len(rows) != expected_rows:
+        raise InputError(f"{len(rows)} rows, manifest says {expected_rows}", path)
+    return rows
+
+
+def iter_rows(directory: Path) -> Iterator[dict[str, np.ndarray]]:
+    """Every row of a shard directory in manifest order: ``input_ids``/``labels`` (int32), ``switched`` (int8).
+
+    Shards are read one at a time (memory-mapped); the arrays are read-only views into the shard.
+    """
+    directory = Path(directory)
+    for entry in read_manifest(directory)["shards"]:
+        rows = read_rows(directory / entry["file"], entry["rows"])
+        o = rows.offsets
+        for r in range(len(rows)):
+            lo, hi = o[r], o[r + 1]
+            yield {"input_ids": rows.input_ids[lo:hi], "labels": rows.labels[lo:hi], "switched": rows.switched[lo:hi]}
+
+
+def check_tokenizer(directory: Path, sha256: str) -> dict[str, Any]:
+    """The manifest's tokenizer record; InputError unless it records ``sha256`` (see ``TokenizerInfo.sha256``)."""
+    manifest = read_manifest(directory)
+    recorded = (manifest.get("tokenizer") or {}).get("sha256")
+    path = Path(directory) / MANIFEST
+    if not recorded:
+        raise InputError("the manifest records no tokenizer sha256", path)
+    if recorded != sha256:
+        raise InputError(
+            f"shards were made with another tokenizer (sha256 {recorded[:12]}..., this one is {sha256[:12]}...)", path
+        )
+    return manifest["tokenizer"]
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size): the arguments, else torch.distributed's when initialised, else (0, 1)."""
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        initialised = dist.is_available() and dist.is_initialized()
+        if rank is None:
+            rank = dist.get_rank() if initialised else 0
+        if world_size is None:
+            world_size = dist.get_world_size() if initialised else 1
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+    return rank, world_size
+
+
+def plan_rows(
+    shard_rows: Sequence[int],
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    part: int = 0,
+    parts: int = 1,
+    limit: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Which rows part ``part`` of ``parts`` reads, shard by shard: (manifest shard index, row indices) pairs.
+
+    The global order is: shards in a permuted order, each shard's rows permuted (or both in manifest order when
+    ``shuffle`` is false); one ``SeedSequence((seed, epoch))`` gives the shard order and, through its children,
+    each shard's row order. Position g of that order belongs to part ``g % parts``; positions from ``limit``
+    on are dropped. Only the permutations of shards the part reads are drawn.
+    """
+    n_shards = len(shard_rows)
+    if shuffle:
+        children = np.random.SeedSequence([seed, epoch]).spawn(n_shards + 1)
+        order = np.random.default_rng(children[0]).permutation(n_shards)
+    else:
+        order = np.arange(n_shards)
+    total = int(sum(shard_rows))
+    limit = total if limit is None else min(limit, total)
+    start = 0
+    for i in order.tolist():
+        n = int(shard_rows[i])
+        first, stop = (part - start) % parts, min(n, limit - start)
+        if first < stop:
+            local = np.arange(first, stop, parts)
+            yield i, (np.random.default_rng(children[1 + i]).permutation(n)[local] if shuffle else local)
+        start += n
+
+
+@functools.cache
+def _define_shard_dataset() -> type:
+    """Build :class:`ShardDataset` (subclassing torch's IterableDataset, so torch is imported only here)."""
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class ShardDataset(IterableDataset):
+        """The rows of a shard directory as ``{"input_ids", "labels": LongTensor[L], "switched": BoolTensor[L]}``.
+
+        Each epoch has one global row order (see :func:`plan_rows`): shuffled from ``(seed, epoch)``, or the
+        manifest order when ``shuffle`` is false. Position g of that order goes to rank ``g % world_size``, and
+        within a rank to DataLoader worker ``(g // world_size) % num_workers``: the parts are disjoint and together
+        hold every row once, and the rows a rank sees do not depend on its number of workers. ``rank`` and
+        ``world_size`` default to torch.distributed's (when initialised at construction) or 0 and 1.
+        ``drop_last`` drops the last ``rows % world_size`` rows of each epoch's order, so every rank gets the
+        same number of rows (and, with equal workers and batch size, the same number of batches).
+
+        Shards are memory-mapped and read one at a time. Call :meth:`set_epoch` before each epoch (with
+        ``persistent_workers`` the workers keep the epoch they started with).
+        """
+
+        def __init__(
+            self,
+            directory: Path | str,
+            *,
+            shuffle: bool = True,
+            seed: int = 0,
+            epoch: int = 0,
+            rank: int | None = None,
+            world_size: int | None = None,
+            drop_last: bool = False,
+        ) -> None:
+            super().__init__()
+            self.directory = Path(directory)
+            self.manifest = read_manifest(self.directory)
+            self.files = [str(s["file"]) for s in self.manifest["shards"]]
+            self.shard_rows = [int(s["rows"]) for s in self.manifest["shards"]]
+            self.shuffle, self.seed, self.epoch, self.drop_last = shuffle, seed, epoch, drop_last
+            self.rank, self.world_size = resolve_rank(rank, world_size)
+
+        def set_epoch(self, epoch: int) -> None:
+            """Use the row order of ``epoch`` from the next iteration on."""
+            self.epoch = epoch
+
+        def _limit(self) -> int:
+            total = sum(self.shard_rows)
+            return total - total % self.world_size if self.drop_last else total
+
+        def __len__(self) -> int:
+            """Rows this rank gets in an epoch (over all its workers)."""
+            return max(0, (self._limit() - self.rank + self.world_size - 1) // self.world_size)
+
+        def __iter__(self) -> Iterator[dict[str, Any]]:
+            info = get_worker_info()
+            worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+            plan = plan_rows(
+                self.shard_rows,
+                shuffle=self.shuffle,
+                seed=self.seed,
+                epoch=self.epoch,
+                part=worker * self.world_size + self.rank,
+                parts=workers * self.world_size,
+                limit=self._limit(),
+            )
+            for i, indices in plan:
+                rows = read_rows(self.directory / self.files[i], self.shard_rows[i])
+                o = rows.offsets
+                for r in indices.tolist():
+                    lo, hi = o[r], o[r + 1]
+                    yield {
+                        "input_ids": torch.from_numpy(rows.input_ids[lo:hi].astype(np.int64)),
+                        "labels": torch.from_numpy(rows.labels[lo:hi].astype(np.int64)),
+                        "switched": torch.from_numpy(rows.switched[lo:hi] != 0),
+                    }
+                del rows
+
+    # importable (and picklable, for spawned DataLoader workers) as prealign.shards.ShardDataset
+    ShardDataset.__qualname__ = "ShardDataset"
+    ShardDataset.__module__ = __name__
+    return ShardDataset
+
+
+def __getattr__(name: str) -> Any:
+    # ShardDataset is built on first use, so that importing this module does not import torch (about a second)
+    if name == "ShardDataset":
+        globals()[name] = cls = _define_shard_dataset()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -71,14 +71,16 @@ class WordCache:
     casings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
-    def refresh(self) -> None:
-        keys = np.fromiter(self.info.keys(), dtype=np.uint64, count=len(self.info))
-        order = np.argsort(keys)
-        vals = list(self.info.values())
-        self.keys = keys[order]
-        self.entries = np.array([vals[i].entry for i in order], dtype=np.int64)
-        self.casings = np.array([vals[i].casing for i in order], dtype=np.int8)
-        self.words = np.array([vals[i].is_word for i in order], dtype=bool)
+    def add(self, infos: dict[int, WordInfo]) -> None:
+        """Add newly described words and re-sort the lookup arrays."""
+        self.info.update(infos)
+        vals = list(infos.values())
+        keys = np.concatenate([self.keys, np.fromiter(infos.keys(), dtype=np.uint64, count=len(infos))])
+        entries = np.concatenate([self.entries, np.array([v.entry for v in vals], dtype=np.int64)])
+        casings = np.concatenate([self.casings, np.array([v.casing for v in vals], dtype=np.int8)])
+        words = np.concatenate([self.words, np.array([v.is_word for v in vals], dtype=bool)])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.entries, self.casings, self.words = keys[order], entries[order], casings[order], words[order]
 
 
 @dataclass
@@ -175,13 +177,14 @@ def switch_batch(
         for u, h in enumerate(unit_hash.tolist()):
             if h in missing and h not in first:
                 first[h] = u
-        for h, u in first.items():
-            cache.info[h] = (
-                WordInfo(-1, LOWER, "", False)
+        cache.add(
+            {
+                h: WordInfo(-1, LOWER, "", False)
                 if h == 0
                 else _describe(tokenizer, ids[starts[u] : ends[u]].tolist(), table)
-            )
-        cache.refresh()
+                for h, u in first.items()
+            }
+        )
     slot = np.searchsorted(cache.keys, unit_hash)
     entry = cache.entries[slot]
     is_word = cache.words[slot]

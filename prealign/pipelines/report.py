@@ -7,13 +7,11 @@ from typing import Any
 
 import polars as pl
 
-from prealign.lexicon.clean import DROP_REASONS
-from prealign.lexicon.evaluate import lexicon_precision, read_gold_lexicon
-from prealign.lexicon.lexicon_io import read_lexicon
-
 
 def extract_summary(stats: dict[str, Any], output: Path) -> str:
     """A few lines: pairs kept and dropped by reason, links, lexicon size, time."""
+    from prealign.lexicon.clean import DROP_REASONS
+
     p = stats["pairs"]
     drops = ", ".join(f"{r.replace('_', ' ')} {p[r]:,}" for r in DROP_REASONS if p.get(r))
     lines = [
@@ -23,6 +21,22 @@ def extract_summary(stats: dict[str, Any], output: Path) -> str:
         f"time: {stats['seconds']['total']} s (stats in {output.name}.stats.json)",
     ]
     return "\n".join(lines)
+
+
+def switch_summary(manifest: dict[str, Any], output: Path) -> str:
+    """What a switch run did: documents, words, switches and realised rates, tokens, shards."""
+    t, r = manifest["totals"], manifest["rates"]
+    return "\n".join(
+        [
+            f"documents: {t['documents']:,}; words: {t['words']:,}, with a lexicon entry {t['words_with_entry']:,}, "
+            f"switched {t['words_switched']:,}",
+            f"realised rate: {r['switched_per_word_with_entry']:.4f} of words with an entry (ratio "
+            f"{manifest['ratio']}), {r['switched_per_word']:.4f} of all words",
+            f"tokens: {t['tokens']:,} in {t['rows']:,} rows ({t['padding_tokens']:,} padding); "
+            f"{len(manifest['shards'])} shard(s) -> {output}",
+            f"time: {manifest.get('seconds', '?')} s",
+        ]
+    )
 
 
 def source_link_totals(lexicon: pl.DataFrame) -> pl.DataFrame:
@@ -36,6 +50,9 @@ def source_link_totals(lexicon: pl.DataFrame) -> pl.DataFrame:
 
 def evaluate_lexicon_file(lexicon_path: Path, gold_path: Path, min_count: int = 0) -> dict[str, Any]:
     """P@1, P@5 and coverage of a lexicon file against a gold TSV dictionary."""
+    from prealign.lexicon.evaluate import lexicon_precision, read_gold_lexicon
+    from prealign.lexicon.lexicon_io import read_lexicon
+
     lexicon, _ = read_lexicon(lexicon_path)
     gold = read_gold_lexicon(gold_path)
     totals = source_link_totals(lexicon) if min_count > 0 else None
@@ -45,6 +62,8 @@ def evaluate_lexicon_file(lexicon_path: Path, gold_path: Path, min_count: int = 
 def run_demo(output_dir: Path, n_pairs: int, workers: int | None, progress: bool) -> str:
     """Generate the built-in corpus, extract a lexicon from it, and score it against the grammar's lexicon."""
     from prealign.demo import true_lexicon, write_corpus
+    from prealign.lexicon.evaluate import lexicon_precision
+    from prealign.lexicon.lexicon_io import read_lexicon
     from prealign.pipelines.extract import ExtractJob, ParallelInput, extract_lexicon
     from prealign.text import SegmenterConfig
 
