@@ -19,6 +19,8 @@ Labels (Hugging Face causal-LM convention, ``labels[j]`` is compared with the pr
 
 from __future__ import annotations
 
+import gc
+import re
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -29,7 +31,7 @@ from prealign.arrays import sorted_unique
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.shards import IGNORE_INDEX
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_LETTER = re.compile(r"[^\W\d_]")
 LOWER, TITLE, UPPER = 0, 1, 2
 
 
@@ -118,7 +120,7 @@ def _describe(tokenizer: Tokenizer, ids: list[int], table: SwitchTable) -> WordI
     core = text.strip()
     prefix = text[: len(text) - len(text.lstrip())]
     entry = table.index.get(core.lower(), -1) if core else -1
-    return WordInfo(entry, _casing(core), prefix, any(ch.isalpha() for ch in core))
+    return WordInfo(entry, _casing(core), prefix, core.isalpha() or _LETTER.search(core) is not None)
 
 
 def surface_ids(tokenizer: Tokenizer, surface: str, cache: WordCache) -> np.ndarray:
@@ -140,6 +142,18 @@ def switch_batch(
 ) -> Switched:
     """Tokenise and switch documents ``first_doc, first_doc + 1, ...``."""
     cache = cache or WordCache()
+    enabled = gc.isenabled()
+    gc.disable()  # many short-lived lists and no cycles: the collector would only re-scan the word cache
+    try:
+        return _switch_batch(texts, first_doc, tokenizer, table, config, cache)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _switch_batch(
+    texts: list[str], first_doc: int, tokenizer: Tokenizer, table: SwitchTable, config: SwitchConfig, cache: WordCache
+) -> Switched:
     encs = tokenizer.encode_batch(texts, add_special_tokens=False)
     ids_lists = [e.ids for e in encs]
     doc_len = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(encs))

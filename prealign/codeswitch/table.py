@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Choice = Literal["weighted", "uniform", "top"]
 CHOICES = ("weighted", "uniform", "top")
@@ -66,6 +68,8 @@ class SwitchTable:
 
 def build_table(lexicon: pl.DataFrame, config: SwitchConfig) -> SwitchTable:
     """A switch table from a lexicon (columns of ``prealign.lexicon.score.LEXICON_SCHEMA``)."""
+    import polars as pl  # here, so that workers that only switch do not import polars
+
     lex = lexicon.filter((pl.col("count") >= config.min_count) & (pl.col("p_tgt_given_src") >= config.min_prob))
     lex = lex.with_columns(pl.col("src").str.to_lowercase().alias("key"))
     lex = lex.filter(pl.col("key").str.len_chars() > 0, pl.col("tgt").str.len_chars() > 0)

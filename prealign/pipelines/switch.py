@@ -14,16 +14,15 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from prealign import __version__
-from prealign.codeswitch.switch import Switched, WordCache, switch_batch
-from prealign.codeswitch.table import SwitchConfig, SwitchTable, build_table
+from prealign.codeswitch.switch import Switched
+from prealign.codeswitch.table import SwitchConfig, build_table
+from prealign.codeswitch.task import switch_task
 from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_info
 from prealign.errors import InputError
 from prealign.lexicon.executor import Executor, LocalExecutor
@@ -132,18 +131,6 @@ def _with_separators(batch: Switched, eot_id: int | None) -> tuple[np.ndarray, n
     )
 
 
-@cache
-def _worker_state(tokenizer_path: str, sha256: str) -> tuple[Tokenizer, WordCache]:
-    """One tokenizer and word cache per worker process (keyed by content hash)."""
-    return load_tokenizer(Path(tokenizer_path)), WordCache()
-
-
-def switch_task(texts: list[str], first_doc: int, tokenizer: tuple[str, str], table: SwitchTable, config: SwitchConfig):
-    """Tokenise and switch one batch of documents (runs in a worker)."""
-    tok, word_cache = _worker_state(*tokenizer)
-    return switch_batch(texts, first_doc, tok, table, config, word_cache)
-
-
 def _document_batches(paths: Sequence[Path], text_column: str, size: int) -> Iterator[tuple[list[str], int]]:
     batch: list[str] = []
     first = 0
@@ -201,7 +188,8 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     pending: list[Rows] = []
     try:
         with _executor_for(job) as ex:
-            tok_key = (str(Path(job.tokenizer).resolve()), info.sha256)
+            tok_file = Path(job.tokenizer) / "tokenizer.json" if Path(job.tokenizer).is_dir() else Path(job.tokenizer)
+            tok_key = (str(tok_file.resolve()), info.sha256)
             table_h = ex.put(table)
             batches = _document_batches(job.corpus, job.text_column, DOC_BATCH)
             args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
