@@ -388,6 +388,54 @@ def tokenizer_train_cmd(
     click.echo(f"tokenizer: {info.vocab_size:,} tokens, sha256 {info.sha256} -> {output}")
 
 
+shard_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@main.command("export")
+@click.argument("directory", type=shard_dir)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["nanogpt"]),
+    default="nanogpt",
+    show_default=True,
+    help="nanogpt: train.bin (token ids), labels.bin (int32 labels) and meta.json.",
+)
+@click.option(
+    "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where files go."
+)
+def export_cmd(directory: Path, fmt: str, output_dir: Path) -> None:
+    """Export the code-switched shards in DIRECTORY to another trainer's format (checked first)."""
+    from prealign.codeswitch.export import export_nanogpt
+
+    meta = export_nanogpt(directory, output_dir)
+    click.echo(
+        f"exported {meta['rows']:,} rows, {meta['tokens']:,} tokens ({meta['dtype']}) -> "
+        f"{output_dir / meta['train_file']}, {output_dir / meta['labels_file']}, {output_dir / 'meta.json'}"
+    )
+
+
+@main.command("inspect")
+@click.argument("directory", type=shard_dir)
+@click.option("--rows", "n_rows", type=click.IntRange(min=0), default=3, show_default=True, help="Rows to decode.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Decode with this tokenizer.json (default: the one the manifest names).",
+)
+def inspect_cmd(directory: Path, n_rows: int, tokenizer: Path | None) -> None:
+    """Summarise a shard directory, check every shard against the manifest, and decode a few rows.
+
+    Switched input tokens are shown as [[...]]. Exit code 1 when a check fails.
+    """
+    from prealign.codeswitch.inspect_shards import inspect_shards
+
+    result = inspect_shards(directory, n_rows, tokenizer)
+    click.echo(result.report, nl=False)
+    if not result.ok:
+        sys.exit(1)
+
+
 @main.command("demo")
 @click.option(
     "-o",

@@ -172,7 +172,7 @@ def _switch_batch(
     starts = np.flatnonzero(new)
     ends = np.append(starts[1:], n_tok)
     unit_doc = doc_of_tok[starts]
-    unit_index = starts - np.searchsorted(starts, doc_off[unit_doc])  # word number within its document
+    unit_index = np.arange(len(starts)) - np.searchsorted(starts, doc_off[unit_doc])  # word number within its document
 
     # identify each unit by a hash of its token ids (position-salted), and describe unseen ones once
     pos_in_unit = np.arange(n_tok) - np.repeat(starts, ends - starts)
