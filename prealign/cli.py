@@ -289,7 +289,7 @@ def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -
 @main.command("switch")
 @click.argument("corpus", nargs=-1, required=True, type=existing)
 @click.option("--lexicon", type=existing, required=True, help="Lexicon from extract-lexicon (.parquet/.tsv/.jsonl).")
-@click.option("--tokenizer", type=existing, required=True, help="A Hugging Face tokenizer.json (or its directory).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), required=True, help="tokenizer.json or its directory.")
 @click.option("--ratio", type=float, required=True, help="Probability that a word with a lexicon entry is switched.")
 @click.option(
     "-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Shard directory."

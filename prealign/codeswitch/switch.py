@@ -19,8 +19,10 @@ Labels (Hugging Face causal-LM convention, ``labels[j]`` is compared with the pr
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -31,6 +33,7 @@ from prealign.arrays import sorted_unique
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.shards import IGNORE_INDEX
 
+_SUB_BATCH = 1024
 _LETTER = re.compile(r"[^\W\d_]")
 LOWER, TITLE, UPPER = 0, 1, 2
 
@@ -140,21 +143,58 @@ def switch_batch(
     config: SwitchConfig,
     cache: WordCache | None = None,
 ) -> Switched:
-    """Tokenise and switch documents ``first_doc, first_doc + 1, ...``."""
+    """Tokenise and switch documents ``first_doc, first_doc + 1, ...``.
+
+    Documents go in sub-batches: the tokenizer (which releases the GIL) encodes the next sub-batch in a
+    helper thread while this one is switched, so tokenisation and the Python work overlap.
+    """
     cache = cache or WordCache()
     enabled = gc.isenabled()
     gc.disable()  # many short-lived lists and no cycles: the collector would only re-scan the word cache
     try:
-        return _switch_batch(texts, first_doc, tokenizer, table, config, cache)
+        pool = _encoder()
+        starts = list(range(0, len(texts), _SUB_BATCH)) or [0]
+        pending = pool.submit(tokenizer.encode_batch, texts[:_SUB_BATCH], False)
+        parts = []
+        for k, start in enumerate(starts):
+            encs = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = pool.submit(tokenizer.encode_batch, texts[nxt : nxt + _SUB_BATCH], False)
+            parts.append(_switch_encoded(encs, first_doc + start, tokenizer, table, config, cache))
+        return _concat(parts)
     finally:
         if enabled:
             gc.enable()
 
 
-def _switch_batch(
-    texts: list[str], first_doc: int, tokenizer: Tokenizer, table: SwitchTable, config: SwitchConfig, cache: WordCache
+@functools.cache
+def _encoder() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="prealign-encode")
+
+
+def _concat(parts: list[Switched]) -> Switched:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = [parts[0].offsets]
+    base = parts[0].offsets[-1]
+    for p in parts[1:]:
+        offsets.append(p.offsets[1:] + base)
+        base += p.offsets[-1]
+    return Switched(
+        np.concatenate([p.input_ids for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.switched for p in parts]),
+        np.concatenate(offsets),
+        words=sum(p.words for p in parts),
+        words_with_entry=sum(p.words_with_entry for p in parts),
+        words_switched=sum(p.words_switched for p in parts),
+    )
+
+
+def _switch_encoded(
+    encs: list, first_doc: int, tokenizer: Tokenizer, table: SwitchTable, config: SwitchConfig, cache: WordCache
 ) -> Switched:
-    encs = tokenizer.encode_batch(texts, add_special_tokens=False)
     ids_lists = [e.ids for e in encs]
     doc_len = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(encs))
     ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int64, count=int(doc_len.sum()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -56,6 +57,7 @@ class SwitchTable:
     translations: list[str]
     cum: np.ndarray
     start: np.ndarray
+    fingerprint: str = ""  # identifies the table's content (word caches keyed by it stay valid)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -93,4 +95,7 @@ def build_table(lexicon: pl.DataFrame, config: SwitchConfig) -> SwitchTable:
     running = np.cumsum(share) - np.repeat(np.cumsum(share)[start[:-1]] - share[start[:-1]], np.diff(start))
     cum = entry_of_row + np.minimum(running, 1.0)
     cum[start[1:] - 1] = entry_of_row[start[1:] - 1] + 1.0  # each entry's last translation closes at e + 1
-    return SwitchTable(index, lex["tgt"].to_list(), cum, start)
+    translations = lex["tgt"].to_list()
+    digest = hashlib.sha256("\x00".join(keys + translations).encode("utf-8"))
+    digest.update(cum.tobytes())
+    return SwitchTable(index, translations, cum, start, digest.hexdigest())

@@ -11,14 +11,20 @@ from prealign.codeswitch.table import SwitchConfig, SwitchTable
 
 
 @cache
-def _worker_state(tokenizer_path: str, sha256: str) -> tuple[Tokenizer, WordCache]:
-    """One tokenizer and word cache per process, keyed by the tokenizer's path and content hash."""
-    return Tokenizer.from_file(tokenizer_path), WordCache()
+def _tokenizer(tokenizer_path: str, sha256: str) -> Tokenizer:
+    """One tokenizer per process, keyed by its path and content hash."""
+    return Tokenizer.from_file(tokenizer_path)
+
+
+@cache
+def _word_cache(tokenizer_sha256: str, table_fingerprint: str) -> WordCache:
+    """One word cache per (tokenizer, switch table): cached words point into that table."""
+    return WordCache()
 
 
 def switch_task(
     texts: list[str], first_doc: int, tokenizer: tuple[str, str], table: SwitchTable, config: SwitchConfig
 ) -> Switched:
     """Tokenise and switch one batch of documents; ``tokenizer`` is (path of tokenizer.json, sha256)."""
-    tok, word_cache = _worker_state(*tokenizer)
-    return switch_batch(texts, first_doc, tok, table, config, word_cache)
+    tok = _tokenizer(*tokenizer)
+    return switch_batch(texts, first_doc, tok, table, config, _word_cache(tokenizer[1], table.fingerprint))
