@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+import prealign.codeswitch.switch as switch_module
 from prealign.codeswitch.switch import Switched, WordCache, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import train_tokenizer
@@ -334,6 +335,17 @@ def test_batching_does_not_change_the_output(tok: Tokenizer, lex: pl.DataFrame) 
     # the draws follow the documents' global indices: numbering the same batch from 0 changes it
     shifted = run(tok, lex, texts[100:170], first_doc=0, ratio=0.3, choice="weighted", seed=9)
     assert concat([shifted]) != concat([parts[2]])
+
+
+def test_pipelined_sub_batches_change_nothing(
+    tok: Tokenizer, lex: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with a single-threaded tokenizer the next sub-batch is encoded in a helper thread while one is switched
+    texts = random_texts(300, seed=11)
+    whole = run(tok, lex, texts, ratio=0.3, choice="weighted", seed=4)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setattr(switch_module, "_SUB_BATCH", 7)
+    assert concat([run(tok, lex, texts, ratio=0.3, choice="weighted", seed=4)]) == concat([whole])
 
 
 def test_a_warm_word_cache_changes_nothing(tok: Tokenizer, lex: pl.DataFrame) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from itertools import chain
 import numpy as np
 from tokenizers import Tokenizer
 
-from prealign.arrays import sorted_unique
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.shards import IGNORE_INDEX
 
@@ -118,12 +118,29 @@ def apply_casing(word: str, casing: int) -> str:
     return word
 
 
-def _describe(tokenizer: Tokenizer, ids: list[int], table: SwitchTable) -> WordInfo:
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    core = text.strip()
-    prefix = text[: len(text) - len(text.lstrip())]
-    entry = table.index.get(core.lower(), -1) if core else -1
-    return WordInfo(entry, _casing(core), prefix, core.isalpha() or _LETTER.search(core) is not None)
+def _lookup(cache: WordCache, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each hash's slot in the cache's sorted keys, and whether it is there."""
+    if len(cache.keys) == 0:
+        return np.zeros(len(hashes), dtype=np.int64), np.zeros(len(hashes), dtype=bool)
+    slot = np.minimum(np.searchsorted(cache.keys, hashes), len(cache.keys) - 1)
+    return slot, cache.keys[slot] == hashes
+
+
+def _describe_units(
+    tokenizer: Tokenizer, table: SwitchTable, hashes: np.ndarray, id_lists: list[list[int]]
+) -> dict[int, WordInfo]:
+    """WordInfo of words seen for the first time (hash 0 marks tokens outside any word)."""
+    texts = tokenizer.decode_batch(id_lists, skip_special_tokens=False)
+    out = {}
+    for h, text in zip(hashes.tolist(), texts, strict=True):
+        core = text.strip()
+        if h == 0 or not core:
+            out[h] = WordInfo(-1, LOWER, "", False)
+            continue
+        prefix = text[: len(text) - len(text.lstrip())]
+        is_word = core.isalpha() or _LETTER.search(core) is not None
+        out[h] = WordInfo(table.index.get(core.lower(), -1), _casing(core), prefix, is_word)
+    return out
 
 
 def surface_ids(tokenizer: Tokenizer, surface: str, cache: WordCache) -> np.ndarray:
@@ -145,22 +162,28 @@ def switch_batch(
 ) -> Switched:
     """Tokenise and switch documents ``first_doc, first_doc + 1, ...``.
 
-    Documents go in sub-batches: the tokenizer (which releases the GIL) encodes the next sub-batch in a
-    helper thread while this one is switched, so tokenisation and the Python work overlap.
+    When the tokenizer runs single-threaded (``TOKENIZERS_PARALLELISM=false``, as in Ray workers), documents
+    go in sub-batches: the tokenizer (which releases the GIL) encodes the next sub-batch in a helper thread
+    while this one is switched, so tokenisation and the Python work overlap. With the tokenizer's own thread
+    pool on, that overlap only competes for the same cores, so the batch is encoded at once.
     """
     cache = cache or WordCache()
     enabled = gc.isenabled()
     gc.disable()  # many short-lived lists and no cycles: the collector would only re-scan the word cache
     try:
         pool = _encoder()
-        starts = list(range(0, len(texts), _SUB_BATCH)) or [0]
-        pending = pool.submit(tokenizer.encode_batch, texts[:_SUB_BATCH], False)
+        sub = (
+            _SUB_BATCH if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("false", "0", "off") else len(texts)
+        )
+        sub = max(sub, 1)
+        starts = list(range(0, len(texts), sub)) or [0]
+        pending = pool.submit(tokenizer.encode_batch, texts[:sub], False)
         parts = []
         for k, start in enumerate(starts):
             encs = pending.result()
             if k + 1 < len(starts):
                 nxt = starts[k + 1]
-                pending = pool.submit(tokenizer.encode_batch, texts[nxt : nxt + _SUB_BATCH], False)
+                pending = pool.submit(tokenizer.encode_batch, texts[nxt : nxt + sub], False)
             parts.append(_switch_encoded(encs, first_doc + start, tokenizer, table, config, cache))
         return _concat(parts)
     finally:
@@ -220,26 +243,17 @@ def _switch_encoded(
         tok_hash = splitmix64(ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + pos_in_unit.astype(np.uint64))
     unit_hash = np.add.reduceat(tok_hash, starts) if n_tok else np.zeros(0, np.uint64)
     unit_hash[wid[starts] < 0] = 0  # special tokens: never words
-    distinct = sorted_unique(unit_hash)
-    known = np.zeros(len(distinct), dtype=bool)
-    if len(cache.keys):
-        pos = np.minimum(np.searchsorted(cache.keys, distinct), len(cache.keys) - 1)
-        known = cache.keys[pos] == distinct
-    if not known.all():
-        first = {}
-        missing = set(distinct[~known].tolist())
-        for u, h in enumerate(unit_hash.tolist()):
-            if h in missing and h not in first:
-                first[h] = u
-        cache.add(
-            {
-                h: WordInfo(-1, LOWER, "", False)
-                if h == 0
-                else _describe(tokenizer, ids[starts[u] : ends[u]].tolist(), table)
-                for h, u in first.items()
-            }
-        )
-    slot = np.searchsorted(cache.keys, unit_hash)
+    slot, known = _lookup(cache, unit_hash)
+    if not known.all():  # describe each new word once, from its first occurrence
+        missing = np.flatnonzero(~known)
+        order = np.argsort(unit_hash[missing], kind="stable")
+        hashes = unit_hash[missing][order]
+        first = np.ones(len(hashes), dtype=bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        units = missing[order[first]]
+        id_lists = [ids[starts[u] : ends[u]].tolist() for u in units.tolist()]
+        cache.add(_describe_units(tokenizer, table, hashes[first], id_lists))
+        slot, _ = _lookup(cache, unit_hash)
     entry = cache.entries[slot]
     is_word = cache.words[slot]
 
