@@ -3,7 +3,18 @@
 import os
 import subprocess
 
-COMMANDS = [[], ["demo"], ["extract-lexicon"], ["align"], ["eval-align"], ["eval-lexicon"]]
+COMMANDS = [
+    [],
+    ["demo"],
+    ["extract-lexicon"],
+    ["align"],
+    ["eval-align"],
+    ["eval-lexicon"],
+    ["tokenizer", "train"],
+    ["switch"],
+    ["inspect"],
+    ["export"],
+]
 
 print("# Command line reference\n")
 print("Generated from `--help` by `python docs/cli_gen.py > docs/cli.md`. Every command exits with code 2 and")
