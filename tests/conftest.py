@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from prealign.cli import main
 from prealign.demo import write_corpus
 
 # Safety net, set before anything can import ray (Ray reads it once, at import): whatever a test does, any
@@ -156,3 +158,14 @@ def demo_pairs(demo_corpus: Path) -> list[tuple[str, str]]:
 def files_in(directory: Path) -> list[str]:
     """Names of the files under ``directory`` (recursively, relative), sorted."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def cli(*args: object, code: int = 0) -> Result:
+    """Run the command line in process; check the exit code (and, on success, that stderr is quiet)."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    if code == 0:
+        assert result.stderr == ""
+    return result

@@ -17,28 +17,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
-from conftest import SHARED_DATA, assert_loopback_only, files_in, listening, psutil_module, wait_gone
+from click.testing import Result
+from conftest import SHARED_DATA, assert_loopback_only, cli, files_in, listening, psutil_module, wait_gone
 from polars.testing import assert_frame_equal
 
 from prealign import __version__
-from prealign.cli import main
 from prealign.demo import true_lexicon
 from prealign.lexicon.lexicon_io import read_lexicon
 
 LANGS = ["--src-lang", "en", "--tgt-lang", "fr"]
 EXTRACT = ["extract-lexicon", *LANGS, "-q"]
-
-
-def cli(*args: object, code: int = 0) -> Result:
-    """Run the command line in process; check the exit code (and, on success, that stderr is quiet)."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    if code == 0:
-        assert result.stderr == ""
-    return result
 
 
 def best_translations(path: Path) -> dict[str, str]:

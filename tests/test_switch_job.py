@@ -13,12 +13,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
-from conftest import files_in
+from click.testing import Result
+from conftest import cli, files_in
 from tokenizers import Tokenizer
 
 import prealign.pipelines.switch as switch_pipeline
-from prealign.cli import main
 from prealign.codeswitch.switch import Switched, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import load_tokenizer, save_tokenizer, tokenizer_info, train_tokenizer
@@ -91,16 +90,6 @@ class Assets:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(tmp_path_factory.mktemp("switch-assets"))
-
-
-def cli(*args: object, code: int = 0) -> Result:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    if code == 0:
-        assert result.stderr == ""
-    return result
 
 
 def one_error_line(result: Result, *needles: str) -> str:
