@@ -436,6 +436,134 @@ def inspect_cmd(directory: Path, n_rows: int, tokenizer: Path | None) -> None:
         sys.exit(1)
 
 
+@main.group("train")
+def train_group() -> None:
+    """Train PreAlign models: alignment initialisation, then pretraining on code-switched shards."""
+
+
+@train_group.command("align-init")
+@click.option("--lexicon", type=existing, required=True, help="Lexicon (.parquet, .tsv or .jsonl).")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path), required=True, help="tokenizer.json.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory.")
+@click.option(
+    "--config",
+    "size",
+    type=click.Choice(["tiny", "mini", "small", "base", "150m"]),
+    default="tiny",
+    show_default=True,
+    help="Model size.",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Optimizer steps.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=2), default=256, show_default=True, help="Lexicon entries per step."
+)
+@click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
+@click.option("--align-weight", type=float, default=0.1, show_default=True, help="Weight of the contrastive loss.")
+@click.option("--pooling", type=click.Choice(["sum", "mean"]), default="sum", show_default=True, help="Word pooling.")
+@click.option(
+    "--layers",
+    default="all",
+    show_default=True,
+    help="'all' or comma-separated indices: 0 embedding, 1..L blocks, L+1 LM head.",
+)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--min-prob", type=float, default=0.0, show_default=True, help="Use lexicon rows with p(tgt|src) >= this."
+)
+@click.option("--min-count", type=int, default=1, show_default=True, help="Use lexicon rows linked >= this often.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and sampling seed.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def align_init_cmd(
+    lexicon: Path, tokenizer_path: Path, output: Path, size: str, layers: str, quiet: bool, **kw: Any
+) -> None:
+    """Alignment initialisation: train a fresh model so that translations in LEXICON get similar states.
+
+    Each lexicon word is fed alone; its token states are pooled at every layer (embedding, each block, LM-head
+    rows) and an InfoNCE loss pulls translations together; total = LM loss + align-weight x mean align loss.
+    """
+    from prealign.train.align_init import AlignInitConfig, run_align_init
+
+    try:
+        layer_spec: Any = "all" if layers == "all" else [int(x) for x in layers.split(",") if x.strip()]
+        config = AlignInitConfig(layers=layer_spec, **kw)
+        summary = run_align_init(
+            lexicon, tokenizer_path, output, size, config, None if quiet else lambda m: click.echo(m, err=True)
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(f"align-init: {summary['steps']} steps, {summary['parameters']:,} parameters -> {output}")
+
+
+@train_group.command("pretrain")
+@click.option(
+    "--shards",
+    "shards",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Shard directory (manifest.json + shard-*.arrow).",
+)
+@click.option(
+    "--init",
+    "init_run",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Start from this run's weights (e.g. an align-init run); its tokenizer must match the shards'.",
+)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option(
+    "--config",
+    "model",
+    default="tiny",
+    show_default=True,
+    type=click.Choice(["tiny", "mini", "small", "base", "150m"]),
+    help="Model size.",
+)
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Optimizer steps.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Rows per micro-batch.")
+@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1), help="Micro-batches per step.")
+@click.option("--lr", default=3e-4, show_default=True, type=float, help="Peak learning rate (cosine to 0.1x).")
+@click.option("--warmup", default=100, show_default=True, type=click.IntRange(min=0), help="Linear warmup steps.")
+@click.option(
+    "--eval-every",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Evaluate on held-out shards every N steps (0: only at the end).",
+)
+@click.option(
+    "--save-every",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Checkpoint every N steps (0: only at the end).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Initialisation and data-order seed.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (CUDA only).")
+@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_pretrain_cmd(shards: Path, init_run: Path | None, output: Path, **kw: Any) -> None:
+    """Pretrain a causal LM on code-switched shards (metrics in RUN/metrics.jsonl, checkpoints in RUN)."""
+    from prealign.train.pretrain import PretrainConfig, pretrain
+
+    resume, quiet = kw.pop("resume"), kw.pop("quiet")
+    config = PretrainConfig(compile=kw.pop("compile_"), **kw)
+    summary = pretrain(shards, output, config, init_run=init_run, resume=resume, progress=not quiet)
+    click.echo(json.dumps(summary))
+
+
+@main.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="PNG to write (default: RUN/loss.png)."
+)
+def plot_cmd(runs: tuple[Path, ...], output: Path | None) -> None:
+    """Plot train/eval loss of one or more runs (one line per run)."""
+    from prealign.train.plot import plot_run
+
+    click.echo(str(plot_run(list(runs), output)))
+
+
 @main.command("demo")
 @click.option(
     "-o",

@@ -8,6 +8,7 @@ atomic, so an interrupted save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,18 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"unreadable run.json: {exc}", path) from exc
 
 
-def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Transformer, dict[str, Any]]:
-    """The model of a run directory and its ``run.json``."""
+def load_model(
+    run_dir: Path, device: str | torch.device = "cpu", min_seq_len: int | None = None
+) -> tuple[Transformer, dict[str, Any]]:
+    """The model of a run directory and its ``run.json``.
+
+    ``min_seq_len`` raises the model's maximum length (rotary tables are not stored, so nothing else changes).
+    """
     info = read_run(run_dir)
-    model = Transformer(ModelConfig(**info["model"]))
+    cfg = ModelConfig(**info["model"])
+    if min_seq_len is not None and min_seq_len > cfg.max_seq_len:
+        cfg = replace(cfg, max_seq_len=min_seq_len)
+    model = Transformer(cfg)
     try:
         weights = load_file(str(Path(run_dir) / WEIGHTS), device=str(device))
     except (OSError, RuntimeError, ValueError) as exc:

@@ -203,9 +203,7 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm(x))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-                labels[:, 1:].reshape(-1),
-                ignore_index=IGNORE_INDEX,
-            )
+            # the prediction at j is scored against labels[j + 1]: shift the (small) labels, not the logits
+            target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE_INDEX)
         return Output(logits, loss, states)

@@ -1,0 +1,435 @@
+"""Alignment initialisation (PreAlign step 2): pull the representations of translations together.
+
+Each lexicon *entry* is a source word and its translations; all words of an entry are positives of each other.
+Every word is fed to the model *alone* (no context). Words are encoded with a leading space (``" word"``),
+which is how a byte-level BPE tokenizer (``add_prefix_space=False``) sees a word in the middle of a sentence
+(``Ġword``); that is the form the model meets in pretraining text. Token ids are cut at ``max_word_tokens``.
+
+At every selected layer — 0 = embedding output, 1..L = block outputs, L+1 = the LM-head rows of the word's
+token ids (``model.lm_head.weight[ids]``; with tied embeddings this equals layer 0) — the word's token states
+are pooled (sum over real tokens, or mean) and L2-normalised. The contrastive loss is multi-positive InfoNCE
+with the sum of positives *inside* the log (SupCon's "L_in" variant)::
+
+    loss_i = -log( sum_{p in P(i)} exp(s_ip / t) / sum_{k != i} exp(s_ik / t) )
+
+averaged over anchors i with at least one positive. ``k != i`` also excludes other copies of the *same word*
+(identical string) in the batch: a word is never its own positive or negative. Total loss = next-token LM
+loss on the words (each word alone; labels = ids, padding -100; the first token has no target) +
+``align_weight`` x the mean of the contrastive losses over layers.
+
+Batches are right-padded. Under a causal mask the states of real tokens never see the padding on their right,
+so the model runs with plain causal attention (fast kernels) and the padding mask is used only for pooling and
+labels; the result equals running with ``attention_mask``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from prealign.train.model import IGNORE_INDEX, Transformer
+
+POOLINGS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class AlignInitConfig:
+    """Hyper-parameters of alignment initialisation (defaults follow the PreAlign paper where it says)."""
+
+    temperature: float = 0.1
+    align_weight: float = 0.1
+    pooling: str = "sum"
+    layers: str | tuple[int, ...] = "all"  # "all" or layer indices (0 embedding, 1..L blocks, L+1 LM head)
+    steps: int = 2000
+    batch_size: int = 256  # lexicon entries per step
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    max_word_tokens: int = 16
+    max_translations: int | None = None  # keep the best translations of a source word (by p_tgt_given_src)
+    min_prob: float = 0.0  # keep lexicon rows with p_tgt_given_src >= min_prob
+    min_count: int = 1  # keep lexicon rows with count >= min_count
+    prefix_space: bool = True  # encode " word" (the mid-sentence form)
+    log_every: int = 10
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            if self.layers != "all":
+                raise ValueError(f"layers must be 'all' or a list of layer indices, got {self.layers!r}")
+        else:
+            layers = tuple(self.layers)
+            if not layers or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
+                raise ValueError(f"layers must be non-negative integers, got {self.layers!r}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"layers repeat an index: {self.layers!r}")
+            object.__setattr__(self, "layers", layers)
+        checks = [
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.align_weight >= 0, "align_weight must be >= 0"),
+            (self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}"),
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.warmup >= 0, "warmup must be >= 0"),
+            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or None"),
+            (self.max_word_tokens >= 1, "max_word_tokens must be >= 1"),
+            (self.max_translations is None or self.max_translations >= 1, "max_translations must be >= 1"),
+            (0 <= self.min_prob <= 1, "min_prob must be in [0, 1]"),
+            (self.min_count >= 0, "min_count must be >= 0"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "unknown device"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message} (got {self!r})")
+
+    def layer_indices(self, n_layers: int) -> list[int]:
+        """The layer indices for a model of ``n_layers`` blocks (ValueError when one is out of range)."""
+        if self.layers == "all":
+            return list(range(n_layers + 2))
+        bad = [i for i in self.layers if i > n_layers + 1]
+        if bad:
+            raise ValueError(f"layer indices {bad} out of range: the model has layers 0..{n_layers + 1}")
+        return list(self.layers)
+
+
+def layer_name(index: int, n_layers: int) -> str:
+    """``embedding`` (0), ``block i`` (1..L) or ``lm_head`` (L+1)."""
+    if index == 0:
+        return "embedding"
+    return "lm_head" if index == n_layers + 1 else f"block {index}"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def lexicon_entries(lexicon: pl.DataFrame, config: AlignInitConfig) -> list[tuple[str, ...]]:
+    """Entries ``(src, tgt1, tgt2, ...)`` sorted by source word; translations best first, distinct.
+
+    Rows below ``min_count`` or ``min_prob`` are dropped; an entry left with no translation other than the
+    source word itself is dropped (it has no positive).
+    """
+    missing = {"src", "tgt"} - set(lexicon.columns)
+    if missing:
+        raise ValueError(f"lexicon lacks column(s) {sorted(missing)}")
+    df = lexicon
+    if "count" in df.columns:
+        df = df.filter(pl.col("count") >= config.min_count)
+    order, descending = ["src"], [False]
+    if "p_tgt_given_src" in df.columns:
+        df = df.filter(pl.col("p_tgt_given_src") >= config.min_prob)
+        order, descending = [*order, "p_tgt_given_src"], [*descending, True]
+    if "count" in df.columns:
+        order, descending = [*order, "count"], [*descending, True]
+    df = df.sort([*order, "tgt"], descending=[*descending, False])
+    groups: dict[str, list[str]] = {}
+    for src, tgt in df.select("src", "tgt").iter_rows():
+        if not src or not tgt:
+            continue
+        words = groups.setdefault(src, [src])
+        if tgt not in words and (config.max_translations is None or len(words) <= config.max_translations):
+            words.append(tgt)
+    return [tuple(words) for words in groups.values() if len(words) > 1]
+
+
+def encode_words(
+    tokenizer: Tokenizer, words: Sequence[str], max_word_tokens: int, prefix_space: bool = True
+) -> list[list[int]]:
+    """Token ids of each word alone (``" word"`` when ``prefix_space``), cut at ``max_word_tokens``."""
+    texts = [(" " + w) if prefix_space else w for w in words]
+    ids = [enc.ids[:max_word_tokens] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    empty = [w for w, i in zip(words, ids, strict=True) if not i]
+    if empty:
+        raise ValueError(f"words with no tokens: {empty[:5]}")
+    return ids
+
+
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[N, T]`` ids and the boolean mask of real tokens."""
+    width = max(len(i) for i in ids)
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    for row, i in enumerate(ids):
+        out[row, : len(i)] = torch.tensor(i, dtype=torch.long)
+    return out, torch.arange(width)[None, :] < torch.tensor([len(i) for i in ids])[:, None]
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The padding id: ``<|pad|>``-like, else end-of-text, else 0 (padding is masked out anyway)."""
+    from prealign.codeswitch.tokenizer import tokenizer_info
+
+    info = tokenizer_info(tokenizer)
+    return info.pad_id if info.pad_id is not None else info.eot_id if info.eot_id is not None else 0
+
+
+# ---------------------------------------------------------------------------------------------------- objective
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str = "sum") -> torch.Tensor:
+    """Pool ``[N, T, D]`` token states over the real tokens of ``mask`` ``[N, T]`` into ``[N, D]`` (float32)."""
+    m = mask.to(states.device, torch.float32).unsqueeze(-1)
+    pooled = (states.float() * m).sum(1)
+    if pooling == "mean":
+        return pooled / m.sum(1).clamp_min(1.0)
+    if pooling != "sum":
+        raise ValueError(f"unknown pooling {pooling!r}")
+    return pooled
+
+
+def pooled_layers(
+    model: Transformer,
+    hidden: Sequence[torch.Tensor],
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    layers: Sequence[int],
+    pooling: str = "sum",
+) -> list[torch.Tensor]:
+    """Pooled word vectors ``[N, D]`` at each of ``layers`` (``hidden`` = embedding output + block outputs)."""
+    out = []
+    for index in layers:
+        states = hidden[index] if index < len(hidden) else model.lm_head.weight[ids]
+        out.append(pool(states, mask, pooling))
+    return out
+
+
+def info_nce(
+    vectors: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1, word_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over in-batch negatives (see the module docstring for the exact form).
+
+    ``vectors`` ``[N, D]`` (normalised here), ``groups`` ``[N]``: words of the same group are positives.
+    ``word_ids`` ``[N]`` marks copies of the same word, which are excluded like the diagonal. Returns the mean
+    over anchors that have a positive (0 with a gradient path when none has).
+    """
+    z = F.normalize(vectors.float(), dim=-1)
+    logits = z @ z.T / temperature
+    n = len(z)
+    same = torch.eye(n, dtype=torch.bool, device=z.device)
+    if word_ids is not None:
+        same = same | (word_ids[:, None] == word_ids[None, :])
+    positive = (groups[:, None] == groups[None, :]) & ~same
+    has_positive = positive.any(1)
+    if not bool(has_positive.any()):
+        return logits.sum() * 0.0
+    # a large finite negative instead of -inf: exp() is exactly 0 and no NaN reaches the gradient
+    neg_big = -1e4
+    log_all = torch.logsumexp(logits.masked_fill(same, neg_big), dim=1)
+    log_pos = torch.logsumexp(logits.masked_fill(~positive, neg_big), dim=1)
+    return (log_all - log_pos)[has_positive].mean()
+
+
+@dataclass
+class Batch:
+    """Words of a batch of entries: ids/mask ``[N, T]``, entry index and word index per word."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    groups: torch.Tensor
+    word_ids: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.ids, self.mask, self.groups, self.word_ids)))
+
+
+def align_losses(
+    model: Transformer, batch: Batch, layers: Sequence[int], config: AlignInitConfig
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``(total, lm_loss, [contrastive loss per layer])`` for one batch."""
+    out = model(batch.ids, hidden_states=True)
+    labels = batch.ids.masked_fill(~batch.mask, IGNORE_INDEX)[:, 1:]
+    n_targets = int((labels != IGNORE_INDEX).sum())
+    lm = F.cross_entropy(
+        out.logits[:, :-1].reshape(-1, out.logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    ) / max(n_targets, 1)
+    vectors = pooled_layers(model, out.hidden_states, batch.ids, batch.mask, layers, config.pooling)
+    aligns = [info_nce(v, batch.groups, config.temperature, batch.word_ids) for v in vectors]
+    total = lm + config.align_weight * torch.stack(aligns).mean()
+    return total, lm, aligns
+
+
+class EntryBatcher:
+    """Batches of entries: successive random permutations of all entries (seeded), words padded together."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, entries: Sequence[Sequence[str]], config: AlignInitConfig, seed: int
+    ) -> None:
+        if len(entries) < 2:
+            raise ValueError(f"need at least 2 lexicon entries for in-batch negatives, got {len(entries)}")
+        vocab: dict[str, int] = {}
+        self.entries = [[vocab.setdefault(w, len(vocab)) for w in entry] for entry in entries]
+        self.words = list(vocab)
+        ids = encode_words(tokenizer, self.words, config.max_word_tokens, config.prefix_space)
+        self.table, mask = pad_ids(ids, pad_token_id(tokenizer))
+        self.lengths = mask.sum(1)
+        self.batch_size = min(config.batch_size, len(entries))
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order: list[int] = []
+
+    def next(self) -> Batch:
+        chosen: list[int] = []
+        while len(chosen) < self.batch_size:
+            if not self._order:
+                self._order = torch.randperm(len(self.entries), generator=self.generator).tolist()
+            chosen.append(self._order.pop())
+        words = [w for e in chosen for w in self.entries[e]]
+        groups = [e for e in chosen for _ in self.entries[e]]
+        index = torch.tensor(words)
+        width = int(self.lengths[index].max())
+        ids = self.table[index, :width]
+        mask = torch.arange(width)[None, :] < self.lengths[index][:, None]
+        return Batch(ids, mask, torch.tensor(groups), index)
+
+
+def lr_at(step: int, config: AlignInitConfig) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine from ``lr`` to ``lr * min_lr_ratio``."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    span = max(config.steps - config.warmup, 1)
+    progress = min((step - config.warmup) / span, 1.0)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_align_init(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    lexicon_df: pl.DataFrame,
+    config: AlignInitConfig | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place on the lexicon; return the metrics of each logged step.
+
+    Logged metrics are averages over the steps since the previous log: ``step`` (1-based), ``lr``, ``loss``,
+    ``lm_loss``, ``align_loss`` (mean over layers) and ``align_layers`` (``{layer name: loss}``). ``progress``
+    is called with each. On CUDA the forward runs under bf16 autocast; on CPU in float32, and the same seed and
+    inputs give identical metrics.
+    """
+    config = config or AlignInitConfig()
+    n_layers = model.config.n_layers
+    layers = config.layer_indices(n_layers)
+    names = [layer_name(i, n_layers) for i in layers]
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    if vocab > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {vocab} tokens but the model only {model.config.vocab_size}")
+    entries = lexicon_entries(lexicon_df, config)
+    batcher = EntryBatcher(tokenizer, entries, config, config.seed)
+    if batcher.table.size(1) > model.config.max_seq_len:
+        raise ValueError("max_word_tokens is longer than the model's max_seq_len")
+    device = resolve_device(config.device)
+    model.to(device).train()
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    use_bf16 = device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True if use_bf16 else None)
+
+    metrics: list[dict[str, Any]] = []
+    window: list[list[float]] = []
+    for step in range(config.steps):
+        lr = lr_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batcher.next().to(device)
+        if use_bf16:
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                total, lm, aligns = align_losses(model, batch, layers, config)
+        else:
+            total, lm, aligns = align_losses(model, batch, layers, config)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        window.append([float(total.detach()), float(lm.detach()), *(float(a.detach()) for a in aligns)])
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
+            record = {
+                "step": step + 1,
+                "lr": lr,
+                "loss": mean[0],
+                "lm_loss": mean[1],
+                "align_loss": sum(mean[2:]) / len(layers),
+                "align_layers": dict(zip(names, mean[2:], strict=True)),
+                "entries": len(entries),
+            }
+            metrics.append(record)
+            window = []
+            if progress is not None:
+                progress(record)
+    model.eval()
+    return metrics
+
+
+def run_align_init(
+    lexicon: Path, tokenizer_path: Path, output: Path, size: str, config: AlignInitConfig, echo=None
+) -> dict[str, Any]:
+    """The ``train align-init`` job: a fresh model of ``size``, trained on the lexicon, saved in ``output``.
+
+    Writes ``output/metrics.jsonl`` (rows with ``"stage": "align-init"``) and the run directory.
+    """
+    from prealign.codeswitch.tokenizer import load_tokenizer, tokenizer_info
+    from prealign.errors import InputError
+    from prealign.lexicon.lexicon_io import read_lexicon
+    from prealign.train.checkpoint import save_model
+    from prealign.train.model import Transformer, model_config
+
+    tok = load_tokenizer(tokenizer_path)
+    info = tokenizer_info(tok)
+    cfg = model_config(size, info.vocab_size)
+    config.layer_indices(cfg.n_layers)
+    df, _ = read_lexicon(lexicon)
+    torch.manual_seed(config.seed)
+    model = Transformer(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    metrics: list[dict[str, Any]] = []
+    with (output / "metrics.jsonl").open("w", encoding="utf-8") as fh:
+
+        def progress(row: dict[str, Any]) -> None:
+            row = {"stage": "align-init", **row}
+            metrics.append(row)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            if echo is not None:
+                echo(
+                    f"step {row['step']}: loss {row['loss']:.4f} lm {row['lm_loss']:.4f} align {row['align_loss']:.4f}"
+                )
+
+        try:
+            train_align_init(model, tok, df, config, progress=progress)
+        except ValueError as exc:  # e.g. fewer than 2 usable entries after filtering
+            raise InputError(str(exc), lexicon) from None
+    save_model(
+        output,
+        model.cpu(),
+        {
+            "tokenizer_sha256": info.sha256,
+            "tokenizer_path": str(Path(tokenizer_path).resolve()),
+            "stage": "align-init",
+            "lexicon": str(Path(lexicon).resolve()),
+            "align_init": asdict(config),
+        },
+    )
+    return {"steps": config.steps, "parameters": model.num_parameters(), "run_dir": str(output), "last": metrics[-1:]}
