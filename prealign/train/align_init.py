@@ -25,7 +25,6 @@ labels; the result equals running with ``attention_mask``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from prealign.train.model import IGNORE_INDEX, Transformer
+from prealign.train.runtime import resolve_device, warmup_cosine
 
 POOLINGS = ("sum", "mean")
 
@@ -113,13 +113,6 @@ def layer_name(index: int, n_layers: int) -> str:
     if index == 0:
         return "embedding"
     return "lm_head" if index == n_layers + 1 else f"block {index}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -305,12 +298,8 @@ class EntryBatcher:
 
 
 def lr_at(step: int, config: AlignInitConfig) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine from ``lr`` to ``lr * min_lr_ratio``."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    span = max(config.steps - config.warmup, 1)
-    progress = min((step - config.warmup) / span, 1.0)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Learning rate of (0-based) ``step``: the shared warmup + cosine schedule."""
+    return warmup_cosine(step + 1, config.steps, config.warmup, config.lr, config.min_lr_ratio)
 
 
 def train_align_init(

@@ -27,7 +27,6 @@ matmul), L layers, T the batch's sequence length, d the model width.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -43,6 +42,7 @@ from prealign.errors import InputError
 from prealign.shards import IGNORE_INDEX, plan_rows, read_manifest, read_rows
 from prealign.train import checkpoint
 from prealign.train.model import Transformer, model_config
+from prealign.train.runtime import resolve_device, warmup_cosine
 
 METRICS = "metrics.jsonl"
 STAGE = "pretrain"
@@ -95,19 +95,8 @@ class PretrainConfig:
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Learning rate of (1-based) ``step``: linear warmup, then cosine down to ``min_lr_ratio * lr``."""
-    if cfg.warmup and step <= cfg.warmup:
-        return cfg.lr * step / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
-    progress = min(1.0, (step - cfg.warmup) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """Learning rate of (1-based) ``step``."""
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_ratio)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
