@@ -14,6 +14,9 @@ COMMANDS = [
     ["switch"],
     ["inspect"],
     ["export"],
+    ["train", "align-init"],
+    ["train", "pretrain"],
+    ["plot"],
 ]
 
 print("# Command line reference\n")
