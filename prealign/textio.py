@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -212,3 +213,47 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def json_type(value: object) -> str:
+    """How a JSON value is named in error messages ("null", "a number", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict]]:
+    """The objects of a JSON-lines file with their line numbers; blank lines are skipped.
+
+    A line that is not JSON, or not an object, is an :class:`InputError` naming the line.
+    """
+    decode = json.JSONDecoder().decode
+    for n, text in open_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = decode(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, n) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"expected one JSON object per line, got {json_type(obj)}", path, n)
+        yield n, obj
+
+
+def json_string(obj: dict, column: str, path: str | os.PathLike[str], line: int) -> str:
+    """``obj[column]`` when it is a string; a missing column or another type is an InputError."""
+    try:
+        value = obj[column]
+    except KeyError:
+        present = ", ".join(repr(k) for k in obj) or "none"
+        raise InputError(f"missing column {column!r} (columns present: {present})", path, line) from None
+    if not isinstance(value, str):
+        if value is None:
+            raise InputError(f"null value in column {column!r}", path, line)
+        raise InputError(f"column {column!r} is {json_type(value)}, expected a string", path, line)
+    return value

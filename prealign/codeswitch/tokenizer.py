@@ -8,7 +8,6 @@ byte-level (every string round-trips exactly) with ``<|endoftext|>`` as id 0 and
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,16 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from prealign.errors import InputError
-from prealign.textio import atomic_write, check_readable, compression_suffix, data_suffix, open_lines, read_all_bytes
+from prealign.textio import (
+    atomic_write,
+    check_readable,
+    compression_suffix,
+    data_suffix,
+    json_objects,
+    json_string,
+    open_lines,
+    read_all_bytes,
+)
 
 EOT_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -42,22 +50,8 @@ def iter_texts(path: Path, text_column: str = "text") -> Iterator[str]:
 
 
 def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
-    for n, line in open_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, n) from None
-        if not isinstance(obj, dict):
-            raise InputError("expected one JSON object per line", path, n)
-        if column not in obj:
-            present = ", ".join(repr(k) for k in obj) or "none"
-            raise InputError(f"missing column {column!r} (columns present: {present})", path, n)
-        value = obj[column]
-        if not isinstance(value, str):
-            kind = "null" if value is None else type(value).__name__
-            raise InputError(f"column {column!r} is {kind}, not a string", path, n)
+    for n, obj in json_objects(path):
+        value = json_string(obj, column, path, n)
         if value.strip():
             yield value
 

@@ -20,11 +20,9 @@ exactly ``batch_size`` rows but the last. Compressed Parquet or Arrow input is d
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from itertools import zip_longest
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +36,8 @@ from prealign.textio import (
     count_lines,
     data_suffix,
     iter_line_arrays,
-    open_lines,
+    json_objects,
+    json_string,
     read_all_bytes,
 )
 
@@ -245,44 +244,14 @@ def _split_pairs(lines: pa.StringArray, sep: str, path: PathLike, first: int) ->
 
 # --- JSON lines ---------------------------------------------------------------------------------------------
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
 
 def _read_jsonl(path: PathLike, src_column: str, tgt_column: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     srcs: list[str] = []
     tgts: list[str] = []
     lines: list[int] = []
-    decode = json.JSONDecoder().decode
     seen = False
-    for n, text in open_lines(path):
-        if not text.strip():
-            continue
-        try:
-            obj = decode(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, n) from None
-        if not isinstance(obj, dict):
-            raise InputError(f"expected one JSON object per line, got {_json_type(obj)}", path, n)
-        pair = []
-        for column in (src_column, tgt_column):
-            try:
-                value = obj[column]
-            except KeyError:
-                present = ", ".join(repr(k) for k in obj) or "none"
-                raise InputError(f"missing column {column!r} (columns present: {present})", path, n) from None
-            if not isinstance(value, str):
-                if value is None:
-                    raise InputError(f"null value in column {column!r}", path, n)
-                raise InputError(f"column {column!r} is {_json_type(value)}, expected a string", path, n)
-            pair.append(value)
+    for n, obj in json_objects(path):
+        pair = [json_string(obj, column, path, n) for column in (src_column, tgt_column)]
         srcs.append(pair[0])
         tgts.append(pair[1])
         lines.append(n)

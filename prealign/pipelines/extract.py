@@ -25,14 +25,14 @@ from prealign.lexicon import clean
 from prealign.lexicon.builtin_aligner import BuiltinConfig, train_and_align
 from prealign.lexicon.corpus import read_parallel
 from prealign.lexicon.encode import EncodedCorpus, encode_corpus
-from prealign.lexicon.executor import Executor, LocalExecutor
+from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.links import write_pharaoh
 from prealign.lexicon.prepare import Prepared, concatenate, prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
 from prealign.lexicon.symmetrize import Method, sentence_links, split_keys, symmetrize
 from prealign.pipelines.progress import Progress
-from prealign.pipelines.ray_runtime import ray_session
+from prealign.pipelines.ray_runtime import executor_for
 from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text
 
@@ -112,19 +112,11 @@ def _align(corpus: EncodedCorpus, job: AlignJob, ex: Executor, bar: Progress) ->
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _executor_for(job: AlignJob):
-    if job.workers == 0:
-        from contextlib import nullcontext
-
-        return nullcontext(LocalExecutor())
-    return ray_session(job.ray_address, job.workers)
-
-
 def align(job: AlignJob, output: Path) -> dict[str, Any]:
     """Write Pharaoh links, one line per input pair, in input order; returns a summary."""
     bar = Progress(job.progress)
     started = time.perf_counter()
-    with _executor_for(job) as ex:
+    with executor_for(job.ray_address, job.workers) as ex:
         prep = _read_and_prepare(job, ex, None, bar)
         corpus = encode_corpus(prep.src, prep.tgt)
         keys = _align(corpus, job, ex, bar)
@@ -165,7 +157,7 @@ def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    with _executor_for(job) as ex:
+    with executor_for(job.ray_address, job.workers) as ex:
         t = time.perf_counter()
         prep = _read_and_prepare(job, ex, job.clean, bar)
         timings["read_segment"] = time.perf_counter() - t

@@ -61,6 +61,17 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
             ray.shutdown()
 
 
+def executor_for(address: str | None, workers: int | None):
+    """The executor of a job: ``workers == 0`` runs in this process without Ray, else a Ray session."""
+    if workers == 0:
+        from contextlib import nullcontext
+
+        from prealign.lexicon.executor import LocalExecutor
+
+        return nullcontext(LocalExecutor())
+    return ray_session(address, workers)
+
+
 @cache
 def _remote(func: Callable[..., Any]) -> Any:
     import ray

@@ -25,10 +25,10 @@ from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.task import switch_task
 from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_info
 from prealign.errors import InputError
-from prealign.lexicon.executor import Executor, LocalExecutor
+from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
 from prealign.pipelines.progress import Progress
-from prealign.pipelines.ray_runtime import ray_session
+from prealign.pipelines.ray_runtime import executor_for
 from prealign.shards import (
     IGNORE_INDEX,
     SCHEMA_VERSION,
@@ -145,14 +145,6 @@ def _document_batches(paths: Sequence[Path], text_column: str, size: int) -> Ite
         yield batch, first
 
 
-def _executor_for(job: SwitchJob):
-    if job.workers == 0:
-        from contextlib import nullcontext
-
-        return nullcontext(LocalExecutor())
-    return ray_session(job.ray_address, job.workers)
-
-
 def _check_job(job: SwitchJob) -> None:
     for path in job.corpus:
         if not Path(path).is_file():
@@ -187,7 +179,7 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     shards: list[dict[str, Any]] = []
     pending: list[Rows] = []
     try:
-        with _executor_for(job) as ex:
+        with executor_for(job.ray_address, job.workers) as ex:
             tok_file = Path(job.tokenizer) / "tokenizer.json" if Path(job.tokenizer).is_dir() else Path(job.tokenizer)
             tok_key = (str(tok_file.resolve()), info.sha256)
             table_h = ex.put(table)
