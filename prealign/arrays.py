@@ -23,3 +23,15 @@ def sorted_unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return a, np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]]))
     return a[starts], np.diff(np.append(starts, len(a))).astype(np.int64)
+
+
+def join_offsets(parts: list[np.ndarray]) -> np.ndarray:
+    """Offsets (each starting at 0) of consecutive ragged parts, as the offsets of their concatenation."""
+    if not parts:
+        return np.zeros(1, dtype=np.int64)
+    out = [parts[0]]
+    base = parts[0][-1]
+    for p in parts[1:]:
+        out.append(p[1:] + base)
+        base += p[-1]
+    return np.concatenate(out)

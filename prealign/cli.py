@@ -60,6 +60,13 @@ input_options = _options(
 )
 
 
+ray_options = _options(
+    click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
+    click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+)
+
+
 def aligner_options(default_symmetrize: str) -> F:
     """Options of the word aligner and of the Ray job, shared by align and extract-lexicon."""
     return _options(
@@ -86,9 +93,7 @@ def aligner_options(default_symmetrize: str) -> F:
             show_default=True,
             help="How the two directions' links combine.",
         ),
-        click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
-        click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        ray_options,
     )
 
 
@@ -316,9 +321,7 @@ def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -
 @click.option("--pack/--no-pack", default=True, show_default=True, help="Pack documents, or one document per row.")
 @click.option("--shard-rows", default=8192, show_default=True, help="Rows per shard file.")
 @click.option("--overwrite", is_flag=True, help="Replace another run's shards in the output directory.")
-@click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray.")
-@click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@ray_options
 def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
     """Write code-switched, tokenised Arrow shards from monolingual text.
 

@@ -30,6 +30,7 @@ from itertools import chain
 import numpy as np
 from tokenizers import Tokenizer
 
+from prealign.arrays import join_offsets
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.shards import IGNORE_INDEX
 
@@ -199,16 +200,11 @@ def _encoder() -> ThreadPoolExecutor:
 def _concat(parts: list[Switched]) -> Switched:
     if len(parts) == 1:
         return parts[0]
-    offsets = [parts[0].offsets]
-    base = parts[0].offsets[-1]
-    for p in parts[1:]:
-        offsets.append(p.offsets[1:] + base)
-        base += p.offsets[-1]
     return Switched(
         np.concatenate([p.input_ids for p in parts]),
         np.concatenate([p.labels for p in parts]),
         np.concatenate([p.switched for p in parts]),
-        np.concatenate(offsets),
+        join_offsets([p.offsets for p in parts]),
         words=sum(p.words for p in parts),
         words_with_entry=sum(p.words_with_entry for p in parts),
         words_switched=sum(p.words_switched for p in parts),

@@ -64,13 +64,20 @@ class EncodedCorpus:
 Sentences = Sequence[Sequence[str]] | pa.Array  # lists of words, or an Arrow list<string> array
 
 
+def word_lists(sentences: list[list[str]]) -> pa.Array:
+    """Words of each sentence as an Arrow ``list<large_string>`` array."""
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+    offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+
+
 def _encode_side(sentences: Sentences) -> tuple[np.ndarray, np.ndarray, Vocab]:
-    if isinstance(sentences, pa.Array):
-        lengths = pc.fill_null(pc.list_value_length(sentences), 0).to_numpy().astype(np.int64)
-        flat = sentences.flatten()
-    else:
-        lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-        flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
+    if not isinstance(sentences, pa.Array):
+        sentences = word_lists(sentences)
+    lengths = pc.fill_null(pc.list_value_length(sentences), 0).to_numpy().astype(np.int64)
+    flat = sentences.flatten()
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     encoded = pc.dictionary_encode(flat)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from prealign.lexicon import clean
+from prealign.lexicon.encode import word_lists
 from prealign.text import Segmenter, SegmenterConfig
 
 
@@ -24,15 +25,6 @@ class Prepared:
     codes: np.ndarray  # uint8 length-filter code per pair (clean.REASONS)
     keys: np.ndarray | None  # exact-dedup key per pair
     signatures: np.ndarray | None  # MinHash signature per pair
-
-
-def word_lists(sentences: list[list[str]]) -> pa.Array:
-    """Words of each sentence as an Arrow ``list<large_string>`` array."""
-    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = pa.array([w for s in sentences for w in s], type=pa.large_string())
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
 
 
 def prepare_batch(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from prealign import __version__
+from prealign.arrays import join_offsets
 from prealign.codeswitch.switch import Switched
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.task import switch_task
@@ -240,16 +241,11 @@ def _concat(parts: list[Rows]) -> Rows:
     parts = [p for p in parts if len(p)]
     if not parts:
         return _empty_rows()
-    offsets = [parts[0].offsets]
-    base = parts[0].offsets[-1]
-    for p in parts[1:]:
-        offsets.append(p.offsets[1:] + base)
-        base += p.offsets[-1]
     return Rows(
         np.concatenate([p.input_ids for p in parts]),
         np.concatenate([p.labels for p in parts]),
         np.concatenate([p.switched for p in parts]),
-        np.concatenate(offsets),
+        join_offsets([p.offsets for p in parts]),
     )
 
 
