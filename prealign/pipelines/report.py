@@ -65,15 +65,15 @@ def run_demo(output_dir: Path, n_pairs: int, workers: int | None, progress: bool
     from prealign.lexicon.evaluate import lexicon_precision
     from prealign.lexicon.lexicon_io import read_lexicon
     from prealign.pipelines.extract import ExtractJob, ParallelInput, extract_lexicon
-    from prealign.text import SegmenterConfig
+    from prealign.text import SegmenterConfig, apostrophe_for
 
     output_dir.mkdir(parents=True, exist_ok=True)
     corpus = write_corpus(output_dir / "demo.en-fr.tsv", n_pairs)
     out = output_dir / "lexicon.parquet"
     job = ExtractJob(
         data=ParallelInput(pairs=corpus),
-        src_segmenter=SegmenterConfig(apostrophe="next"),
-        tgt_segmenter=SegmenterConfig(apostrophe="previous"),
+        src_segmenter=SegmenterConfig(apostrophe=apostrophe_for("en")),
+        tgt_segmenter=SegmenterConfig(apostrophe=apostrophe_for("fr")),
         output=out,
         src_lang="en",
         tgt_lang="fr",
