@@ -134,11 +134,15 @@ def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def tokenizer_file(path: str | Path) -> Path:
+    """``path`` itself, or the ``tokenizer.json`` in directory ``path``."""
+    path = Path(path)
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a Hugging Face ``tokenizer.json``, or the one in directory ``path``; raises :class:`InputError`."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "tokenizer.json"
+    file = tokenizer_file(path)
     if not file.is_file():
         raise InputError("cannot load tokenizer: no such file", file)
     try:

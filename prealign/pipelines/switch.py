@@ -24,7 +24,7 @@ from prealign.arrays import join_offsets
 from prealign.codeswitch.switch import Switched
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.task import switch_task
-from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_info
+from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_file, tokenizer_info
 from prealign.errors import InputError
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
@@ -181,8 +181,7 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     pending: list[Rows] = []
     try:
         with executor_for(job.ray_address, job.workers) as ex:
-            tok_file = Path(job.tokenizer) / "tokenizer.json" if Path(job.tokenizer).is_dir() else Path(job.tokenizer)
-            tok_key = (str(tok_file.resolve()), info.sha256)
+            tok_key = (str(tokenizer_file(job.tokenizer).resolve()), info.sha256)
             table_h = ex.put(table)
             batches = _document_batches(job.corpus, job.text_column, DOC_BATCH)
             args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
@@ -257,7 +256,7 @@ def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, packer) -> dict
         "format": "arrow-ipc-stream",
         "tool": "prealign-data",
         "version": __version__,
-        "tokenizer": {"path": str(Path(job.tokenizer).resolve()), **info.to_dict()},
+        "tokenizer": {"path": str(tokenizer_file(job.tokenizer).resolve()), **info.to_dict()},
         "lexicon": {
             "path": str(Path(job.lexicon).resolve()),
             "sha256": file_sha256(Path(job.lexicon)),
