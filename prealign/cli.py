@@ -567,6 +567,83 @@ def plot_cmd(runs: tuple[Path, ...], output: Path | None) -> None:
     click.echo(str(plot_run(list(runs), output)))
 
 
+@main.group("clone")
+def clone_group() -> None:
+    """English-Clone: English written in a disjoint alphabet, for checking alignment end to end."""
+
+
+@clone_group.command("make")
+@click.argument("corpus", type=existing)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory.")
+@click.option("--max-lines", type=click.IntRange(min=1), help="Read at most this many non-blank lines.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+def clone_make_cmd(corpus: Path, output: Path, max_lines: int | None, overwrite: bool) -> None:
+    """Write the Clone of an English CORPUS (one document a line, plain/.gz/.zst).
+
+    Output: en.txt and clone.txt (line-aligned parallel text), lexicon.tsv (the true lexicon: word, clone,
+    count) and clone.json (the character map). Check the aligner with `extract-lexicon --src DIR/en.txt --tgt
+    DIR/clone.txt -o lex.parquet && eval-lexicon lex.parquet --gold DIR/lexicon.tsv`.
+    """
+    from prealign.train.clone import make_clone
+
+    summary = make_clone(corpus, output, max_lines, overwrite)
+    click.echo(f"clone: {summary['lines']:,} lines, {summary['words']:,} distinct words -> {output}")
+
+
+@main.group("experiment")
+def experiment_group() -> None:
+    """Experiments that run the whole toolkit."""
+
+
+@experiment_group.command("clone")
+@click.option("--corpus", type=existing, required=True, help="English text, one document a line.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory.")
+@click.option(
+    "--config",
+    "preset_name",
+    type=click.Choice(["test", "tiny", "small", "gpu"]),
+    default="tiny",
+    show_default=True,
+    help="Sizes: test (seconds), tiny (2-core CPU, ~20 min), small (CPU, hours), gpu (one H100).",
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True, help="Seeds per condition.")
+@click.option(
+    "--conditions",
+    default="joint,prealign,init-only,switch-only",
+    show_default=True,
+    help="Comma-separated subset of the four conditions.",
+)
+@click.option("--steps", type=click.IntRange(min=1), help="Pretraining steps (overrides the config).")
+@click.option("--init-steps", type=click.IntRange(min=1), help="Alignment-init steps (overrides the config).")
+@click.option("--ratio", type=click.FloatRange(0, 1), help="Code-switching ratio (default 0.05).")
+@click.option("--clone-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Share in Clone.")
+@click.option("--max-lines", type=click.IntRange(min=1), help="Read at most this many corpus lines.")
+@click.option("--device", help="auto, cpu, cuda (overrides the config).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def experiment_clone_cmd(
+    corpus: Path, output: Path, preset_name: str, seeds: int, conditions: str, quiet: bool, **overrides: Any
+) -> None:
+    """Joint training vs PreAlign vs init only vs switching only on English + a little Clone, equal budgets.
+
+    Writes OUTPUT/report.md (tables: held-out loss per language, knowledge learnt in English asked in Clone,
+    zero-shot transfer, retrieval and cosine by layer; mean and sd over seeds), results.json and PNG plots,
+    and prints the report. Finished steps are kept: rerun the same command to finish an interrupted run.
+    """
+    from prealign.pipelines.clone_experiment import CONDITIONS, preset, run_experiment
+
+    chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in CONDITIONS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(CONDITIONS)}", param_hint="--conditions")
+    try:
+        cfg = preset(preset_name, **overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    echo = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    results = run_experiment(corpus, output, cfg, seeds, chosen, echo=echo)
+    click.echo(Path(results["report"]).read_text("utf-8"))
+
+
 @main.command("demo")
 @click.option(
     "-o",

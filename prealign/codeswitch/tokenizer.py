@@ -99,8 +99,11 @@ def train_tokenizer(
     min_frequency: int = 2,
     text_column: str = "text",
     show_progress: bool = False,
+    pre_tokenizer: pre_tokenizers.PreTokenizer | None = None,
 ) -> Tokenizer:
     """Train a byte-level BPE tokenizer of at most ``vocab_size`` tokens (specials included) on ``files``.
+
+    ``pre_tokenizer`` replaces the GPT-2 byte-level split (it must end in a byte-level step).
 
     The same files in the same order give a byte-identical tokenizer. Raises ``ValueError`` for a vocabulary
     too small to hold the specials and the 256 bytes, :class:`InputError` for missing or bad input.
@@ -115,7 +118,7 @@ def train_tokenizer(
     for path in files:
         check_readable(path)  # fail before training starts
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from prealign.train.model import IGNORE_INDEX, Transformer
+from prealign.train.model import Transformer
 from prealign.train.runtime import resolve_device, warmup_cosine
 
 POOLINGS = ("sum", "mean")
@@ -249,15 +249,14 @@ def align_losses(
     model: Transformer, batch: Batch, layers: Sequence[int], config: AlignInitConfig
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """``(total, lm_loss, [contrastive loss per layer])`` for one batch."""
-    out = model(batch.ids, hidden_states=True)
-    labels = batch.ids.masked_fill(~batch.mask, IGNORE_INDEX)[:, 1:]
-    n_targets = int((labels != IGNORE_INDEX).sum())
-    lm = F.cross_entropy(
-        out.logits[:, :-1].reshape(-1, out.logits.size(-1)).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    ) / max(n_targets, 1)
+    out = model(batch.ids, hidden_states=True, logits=False)
+    # next-token loss inside each word: logits only where there is a target (most words are one token)
+    targets = batch.mask[:, 1:]
+    last = out.hidden_states[-1][:, :-1][targets]
+    if len(last):
+        lm = F.cross_entropy(model.lm_head(model.norm(last)).float(), batch.ids[:, 1:][targets])
+    else:
+        lm = out.hidden_states[-1].sum() * 0.0
     vectors = pooled_layers(model, out.hidden_states, batch.ids, batch.mask, layers, config.pooling)
     aligns = [info_nce(v, batch.groups, config.temperature, batch.word_ids) for v in vectors]
     total = lm + config.align_weight * torch.stack(aligns).mean()
@@ -373,9 +372,16 @@ def train_align_init(
 
 
 def run_align_init(
-    lexicon: Path, tokenizer_path: Path, output: Path, size: str, config: AlignInitConfig, echo=None
+    lexicon: Path,
+    tokenizer_path: Path,
+    output: Path,
+    size: str,
+    config: AlignInitConfig,
+    echo=None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``train align-init`` job: a fresh model of ``size``, trained on the lexicon, saved in ``output``.
+    """The ``train align-init`` job: a fresh model of ``size`` (with ``overrides`` of its shape), trained on the
+    lexicon, saved in ``output``.
 
     Writes ``output/metrics.jsonl`` (rows with ``"stage": "align-init"``) and the run directory.
     """
@@ -387,7 +393,7 @@ def run_align_init(
 
     tok = load_tokenizer(tokenizer_path)
     info = tokenizer_info(tok)
-    cfg = model_config(size, info.vocab_size)
+    cfg = model_config(size, info.vocab_size, **(overrides or {}))
     config.layer_indices(cfg.n_layers)
     df, _ = read_lexicon(lexicon)
     torch.manual_seed(config.seed)

@@ -145,7 +145,7 @@ class Block(nn.Module):
 class Output:
     """What ``forward`` returns."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     hidden_states: list[torch.Tensor] | None = None  # embedding output, then each block's output
 
@@ -184,8 +184,11 @@ class Transformer(nn.Module):
         labels: torch.Tensor | None = None,
         hidden_states: bool = False,
         attention_mask: torch.Tensor | None = None,
+        logits: bool = True,
     ) -> Output:
-        """``attention_mask`` [B, T] (1 = real token) restricts attention to real tokens (causal still holds)."""
+        """``attention_mask`` [B, T] (1 = real token) restricts attention to real tokens (causal still holds).
+        ``logits=False`` skips the LM head (for callers that need only some positions: apply ``lm_head(norm(h))``
+        to the last hidden state themselves); ``labels`` need the logits."""
         b, t = input_ids.shape
         if t > self.config.max_seq_len:
             raise ValueError(f"sequence of {t} tokens is longer than max_seq_len {self.config.max_seq_len}")
@@ -200,6 +203,10 @@ class Transformer(nn.Module):
             x = block(x, cos, sin, mask)
             if states is not None:
                 states.append(x)
+        if not logits:
+            if labels is not None:
+                raise ValueError("labels need logits")
+            return Output(None, None, states)
         logits = self.lm_head(self.norm(x))
         loss = None
         if labels is not None:
