@@ -611,7 +611,8 @@ def experiment_group() -> None:
     "--conditions",
     default="joint,prealign,init-only,switch-only",
     show_default=True,
-    help="Comma-separated subset of the four conditions.",
+    help="Comma-separated conditions: joint, prealign, init-only, switch-only; lm-init (a control: the init "
+    "stage without its alignment loss) on request.",
 )
 @click.option("--steps", type=click.IntRange(min=1), help="Pretraining steps (overrides the config).")
 @click.option("--init-steps", type=click.IntRange(min=1), help="Alignment-init steps (overrides the config).")
@@ -629,12 +630,12 @@ def experiment_clone_cmd(
     zero-shot transfer, retrieval and cosine by layer; mean and sd over seeds), results.json and PNG plots,
     and prints the report. Finished steps are kept: rerun the same command to finish an interrupted run.
     """
-    from prealign.pipelines.clone_experiment import CONDITIONS, preset, run_experiment
+    from prealign.pipelines.clone_experiment import CONDITIONS, EXTRA_CONDITIONS, preset, run_experiment
 
     chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
-    unknown = [c for c in chosen if c not in CONDITIONS]
+    unknown = [c for c in chosen if c not in CONDITIONS + EXTRA_CONDITIONS]
     if unknown or not chosen:
-        raise click.BadParameter(f"choose from {', '.join(CONDITIONS)}", param_hint="--conditions")
+        raise click.BadParameter(f"choose from {', '.join(CONDITIONS + EXTRA_CONDITIONS)}", param_hint="--conditions")
     try:
         cfg = preset(preset_name, **overrides)
     except ValueError as exc:

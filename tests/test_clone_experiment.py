@@ -10,11 +10,14 @@ from conftest import cli
 from test_clone import english_lines
 
 from prealign.codeswitch.tokenizer import load_tokenizer
-from prealign.pipelines.clone_experiment import CONDITIONS, PRESETS
+from prealign.pipelines.clone_experiment import CONDITIONS, EXTRA_CONDITIONS, PRESETS
 from prealign.train.checkpoint import load_model
 from prealign.train.clone import clone_text
 from prealign.train.evaluate import text_loss, translation_retrieval
 from prealign.train.experiment_report import mean_sd
+
+ALL = CONDITIONS + EXTRA_CONDITIONS
+CONDS = ("--conditions", ",".join(ALL))
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +26,22 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     corpus = root / "english.txt"
     corpus.write_text("\n".join(english_lines(700, seed=11)) + "\n", encoding="utf-8")
     out = root / "run"
-    res = cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 2, "-q")
+    res = cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 2, "-q", *CONDS)
     assert "# English-Clone experiment" in res.stdout
     return out, json.loads((out / "results.json").read_text("utf-8"))
 
 
 def test_every_condition_and_seed_is_trained_and_reported(experiment) -> None:
     out, results = experiment
-    assert sorted((r["condition"], r["seed"]) for r in results["runs"]) == sorted(
-        (c, s) for c in CONDITIONS for s in range(2)
-    )
+    assert sorted((r["condition"], r["seed"]) for r in results["runs"]) == sorted((c, s) for c in ALL for s in range(2))
+    # the control's init is its own (no alignment loss), and it saw as many tokens as the real init
+    assert (out / "init-lm-s0" / "run.json").is_file()
+    by = {(r["condition"], r["seed"]): r for r in results["runs"]}
+    assert by["lm-init", 0]["init_tokens"] == by["init-only", 0]["init_tokens"] > 0
+    init_meta = json.loads((out / "init-lm-s0" / "run.json").read_text("utf-8"))
+    assert init_meta["align_init"]["align_weight"] == 0.0
     report = (out / "report.md").read_text("utf-8")
-    for cond in CONDITIONS:
+    for cond in ALL:
         assert f"| {cond} |" in report
     for png in ("loss_curves.png", "similarity_by_layer.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,11 +90,11 @@ def test_rerun_keeps_finished_work_and_other_settings_are_refused(experiment, tm
     weights = out / "joint-s0" / "model.safetensors"
     before = weights.stat().st_mtime_ns
     corpus = Path(results["corpus"])
-    cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 2, "-q")
+    cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 2, "-q", *CONDS)
     assert weights.stat().st_mtime_ns == before
     again = json.loads((out / "results.json").read_text("utf-8"))
     assert [r["heldout"] for r in again["runs"]] == [r["heldout"] for r in results["runs"]]
-    res = cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 1, code=2)
+    res = cli("experiment", "clone", "--corpus", corpus, "-o", out, "--config", "test", "--seeds", 1, *CONDS, code=2)
     assert "other settings" in res.stderr
 
 

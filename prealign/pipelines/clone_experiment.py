@@ -34,7 +34,10 @@ from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text
 
 CONDITIONS = ("joint", "prealign", "init-only", "switch-only")
-_USES_INIT = {"prealign", "init-only"}
+# a control on request: the init stage with the alignment loss switched off (its next-token term only), so
+# "init-only" minus "lm-init" is the effect of the alignment objective itself, at the same extra tokens
+EXTRA_CONDITIONS = ("lm-init",)
+_INIT_OF = {"prealign": "init", "init-only": "init", "lm-init": "init-lm"}
 _USES_SWITCH = {"prealign", "switch-only"}
 
 
@@ -93,7 +96,17 @@ PRESETS: dict[str, ExperimentConfig] = {
         retrieval_words=30,
         device="cpu",
     ),
-    "tiny": ExperimentConfig(),
+    "tiny": ExperimentConfig(
+        vocab_size=2048,
+        max_lines=30000,
+        eval_lines=500,
+        entities=16,
+        fact_repeats=30,
+        steps=300,
+        batch_size=16,
+        seq_len=128,
+        init_steps=150,
+    ),
     "small": ExperimentConfig(
         model="mini", vocab_size=8192, steps=3000, batch_size=16, seq_len=256, lr=1e-3, warmup=100, init_steps=1000
     ),
@@ -215,7 +228,7 @@ def _switch(data: Path, out: Path, cfg: ExperimentConfig, ratio: float, seed: in
     )
 
 
-def _align_init(data: Path, run: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+def _align_init(data: Path, run: Path, cfg: ExperimentConfig, seed: int, align_weight: float = 0.1) -> dict[str, Any]:
     from prealign.train.align_init import AlignInitConfig, run_align_init
 
     if (run / "run.json").is_file():
@@ -227,6 +240,7 @@ def _align_init(data: Path, run: Path, cfg: ExperimentConfig, seed: int) -> dict
         warmup=max(1, cfg.init_steps // 10),
         seed=seed,
         device=cfg.device,
+        align_weight=align_weight,
     )
     return run_align_init(
         data / "lexicon.parquet", data / "tokenizer.json", run, cfg.model, init, overrides=cfg.model_overrides
@@ -334,13 +348,17 @@ def run_experiment(
     q = data_summary["lexicon_quality"]["count>=5"]
     echo(f"lexicon: {data_summary['lexicon_entries']} entries, P@1 {q['p@1']:.3f} against the true lexicon")
     runs: list[dict[str, Any]] = []
+    init_tokens: dict[tuple[str, int], int] = {}
     for seed in range(seeds):
-        init_dir = output / f"init-s{seed}"
-        if _USES_INIT & set(conditions):
+        init_dirs: dict[str, Path] = {}
+        for kind in sorted({_INIT_OF[c] for c in conditions if c in _INIT_OF}):
+            init_dir = init_dirs[kind] = output / f"{kind}-s{seed}"
             t = time.perf_counter()
-            echo(f"seed {seed}: alignment initialisation ({cfg.init_steps} steps)")
-            _align_init(data, init_dir, cfg, seed)
-            timings[f"init-s{seed}"] = time.perf_counter() - t
+            echo(f"seed {seed}: {kind} ({cfg.init_steps} steps)")
+            _align_init(data, init_dir, cfg, seed, align_weight=0.0 if kind == "init-lm" else 0.1)
+            timings[f"{kind}-s{seed}"] = time.perf_counter() - t
+            rows = [json.loads(x) for x in (init_dir / "metrics.jsonl").read_text("utf-8").splitlines() if x.strip()]
+            init_tokens[kind, seed] = int(rows[-1].get("tokens", 0)) if rows else 0
         switched = data / f"shards-switched-s{seed}"
         if _USES_SWITCH & set(conditions):
             manifest = _switch(data, switched, cfg, ratio=cfg.ratio, seed=seed)
@@ -349,11 +367,14 @@ def run_experiment(
             run = output / f"{cond}-s{seed}"
             shards = switched if cond in _USES_SWITCH else data / "shards-plain"
             echo(f"seed {seed}: {cond}: pretraining {cfg.steps} steps")
-            curve = _train(data, shards, run, cfg, seed, init_dir if cond in _USES_INIT else None)
+            init = init_dirs[_INIT_OF[cond]] if cond in _INIT_OF else None
+            curve = _train(data, shards, run, cfg, seed, init)
             metrics = evaluate_run(run, data, cfg)
             record = {"condition": cond, "seed": seed, "run": run.name, "curve": curve, **metrics}
             if cond in _USES_SWITCH:
                 record["switch"] = manifest.get("rates", {})
+            if cond in _INIT_OF:
+                record["init_tokens"] = init_tokens[_INIT_OF[cond], seed]
             runs.append(record)
             timings[f"{cond}-s{seed}"] = time.perf_counter() - t
             h = metrics["heldout"]

@@ -311,7 +311,8 @@ def train_align_init(
     """Train ``model`` in place on the lexicon; return the metrics of each logged step.
 
     Logged metrics are averages over the steps since the previous log: ``step`` (1-based), ``lr``, ``loss``,
-    ``lm_loss``, ``align_loss`` (mean over layers) and ``align_layers`` (``{layer name: loss}``). ``progress``
+    ``lm_loss``, ``align_loss`` (mean over layers) and ``align_layers`` (``{layer name: loss}``), with ``tokens``
+    (word tokens fed so far). ``progress``
     is called with each. On CUDA the forward runs under bf16 autocast; on CPU in float32, and the same seed and
     inputs give identical metrics.
     """
@@ -336,11 +337,14 @@ def train_align_init(
 
     metrics: list[dict[str, Any]] = []
     window: list[list[float]] = []
+    tokens = 0
     for step in range(config.steps):
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = batcher.next().to(device)
+        batch = batcher.next()
+        tokens += int(batch.mask.sum())
+        batch = batch.to(device)
         if use_bf16:
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 total, lm, aligns = align_losses(model, batch, layers, config)
@@ -362,6 +366,7 @@ def train_align_init(
                 "align_loss": sum(mean[2:]) / len(layers),
                 "align_layers": dict(zip(names, mean[2:], strict=True)),
                 "entries": len(entries),
+                "tokens": tokens,
             }
             metrics.append(record)
             window = []

@@ -72,6 +72,8 @@ def render(results: dict[str, Any]) -> str:
     r_chance = first["retrieval"][0]["chance"]
     tokens = cfg["steps"] * cfg["batch_size"] * (cfg["seq_len"] + 1)
     rates = [r["switch"]["switched_per_word_with_entry"] for r in runs if "switch" in r]
+    init_tokens = [r["init_tokens"] for r in runs if r.get("init_tokens")]
+    init_note = f" = {statistics.fmean(init_tokens):,.0f} word tokens" if init_tokens else ""
     parts = [
         "# English-Clone experiment",
         "",
@@ -81,7 +83,7 @@ def render(results: dict[str, Any]) -> str:
         f"Joint vocabulary {data['joint_vocab']:,} (English BPE {data['english_vocab']:,}). Model `{cfg['model']}` "
         f"{cfg['model_overrides'] or ''}; every condition trains {cfg['steps']:,} steps x {cfg['batch_size']} rows x "
         f"{cfg['seq_len'] + 1} tokens = {tokens:,} tokens; alignment init: {cfg['init_steps']} steps of "
-        f"{cfg['init_batch']} lexicon entries (not counted in the budget). Seeds: {results['seeds']}.",
+        f"{cfg['init_batch']} lexicon entries{init_note} (not counted in the budget). Seeds: {results['seeds']}.",
         "",
         f"Lexicon extracted by the built-in aligner from the parallel English/Clone training text: "
         f"{data['lexicon_entries']:,} entries; P@1 against the true lexicon {q['all']['p@1']:.3f} over all "
