@@ -33,6 +33,7 @@ from prealign.train.probes import (
     fit_logistic,
     invented_names,
     knowledge_probe,
+    majority_baseline,
     make_facts,
     transfer_probe,
 )
@@ -221,6 +222,10 @@ def test_knowledge_probe_ranks_the_value_the_model_prefers(tokenizers) -> None:
     assert res["accuracy"] == 0.5
     assert res["mrr"] == pytest.approx((1 + 1 / 3) / 2)
     assert res["chance"] == pytest.approx(1 / len(city.values))
+    assert res["majority"] == 0.5  # two facts, two different values: either one is right half the time
+    assert (
+        majority_baseline([Fact("A", "city", "Rome"), Fact("B", "city", "Rome"), Fact("C", "city", "Paris")]) == 2 / 3
+    )
     flat = knowledge_probe(model, tok, facts, clone_text)  # no preference among Clone tokens: ties
     assert flat["accuracy"] <= 0.5 and flat["mrr"] < res["mrr"]
     tie = knowledge_probe(BigramLM(tok.get_vocab_size()), tok, [Fact("Xa", "city", "Paris")])

@@ -100,7 +100,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"## Results (mean ± sd over {results['seeds']} seed(s))",
         "",
-        f"Chance: knowledge probe {k_chance:.3f}, transfer probe {t_chance:.3f}.",
+        f"Chance: knowledge probe {k_chance:.3f} (always answering a relation's most frequent value: "
+        f"{first['knowledge_clone'].get('majority', float('nan')):.3f}), transfer probe {t_chance:.3f}.",
         "",
         metric_table(results),
         "",

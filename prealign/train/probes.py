@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -155,7 +156,22 @@ def knowledge_probe(
         rr += sum(1.0 / (above + 1 + k) for k in range(ties + 1)) / (ties + 1)
         chance += 1.0 / len(values)
     n = max(len(facts), 1)
-    return {"accuracy": correct / n, "mrr": rr / n, "chance": chance / n, "facts": len(facts)}
+    return {
+        "accuracy": correct / n,
+        "mrr": rr / n,
+        "chance": chance / n,
+        "majority": majority_baseline(facts),
+        "facts": len(facts),
+    }
+
+
+def majority_baseline(facts: Sequence[Fact]) -> float:
+    """Accuracy of always answering each relation's most frequent value among ``facts``: what a model scores
+    that learnt which values are common but no entity's own fact (with tied values, any of them scores this)."""
+    counts: dict[str, Counter[str]] = {}
+    for fact in facts:
+        counts.setdefault(fact.relation, Counter())[fact.value] += 1
+    return sum(max(c.values()) for c in counts.values()) / max(len(facts), 1)
 
 
 # word categories for the zero-shot transfer probe (all frequent in Brown)
