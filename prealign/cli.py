@@ -61,7 +61,12 @@ input_options = _options(
 
 
 ray_options = _options(
-    click.option("--ray-address", help="Join this Ray cluster (host:port or 'auto'); default: embedded local Ray."),
+    click.option(
+        "--ray-address",
+        envvar="RAY_ADDRESS",
+        help="Join this Ray cluster (host:port or 'auto'; `ray job submit` sets RAY_ADDRESS); default: an embedded "
+        "local Ray on 127.0.0.1, stopped with the job.",
+    ),
     click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
 )
@@ -72,29 +77,132 @@ def aligner_options(default_symmetrize: str) -> F:
     return _options(
         click.option(
             "--aligner",
-            type=click.Choice(["builtin"]),
+            type=click.Choice(["builtin", "eflomal", "simalign", "awesome"]),
             default="builtin",
             show_default=True,
-            help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download.",
+            help="Word aligner. builtin: IBM Model 1 + HMM trained on the corpus itself, no download; eflomal: "
+            "eflomal's sampler ([eflomal] extra); simalign, awesome: embedding aligners on a --model encoder "
+            "([neural] extra). See docs/aligner.md.",
         ),
-        click.option("--ibm1-iterations", default=5, show_default=True, help="EM iterations of Model 1."),
-        click.option("--hmm-iterations", default=5, show_default=True, help="HMM EM iterations (0: Model 1 only)."),
+        click.option("--ibm1-iterations", default=5, show_default=True, help="builtin: EM iterations of Model 1."),
+        click.option(
+            "--hmm-iterations", default=5, show_default=True, help="builtin: HMM EM iterations (0: Model 1 only)."
+        ),
         click.option(
             "--agreement/--no-agreement",
             default=True,
             show_default=True,
-            help="Train both directions to agree (product of link posteriors).",
+            help="builtin: train both directions to agree (product of link posteriors).",
         ),
-        click.option("--p0", default=0.2, show_default=True, help="HMM probability of the empty word."),
+        click.option("--p0", default=0.2, show_default=True, help="builtin: HMM probability of the empty word."),
+        click.option(
+            "--model",
+            help="simalign, awesome: the encoder, a local directory or a Hugging Face name "
+            "(e.g. bert-base-multilingual-cased, xlm-roberta-base).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            help="simalign, awesome: where the model runs (auto: CUDA when a GPU is seen).",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=32,
+            show_default=True,
+            help="simalign, awesome: sentence pairs per forward pass.",
+        ),
+        click.option(
+            "--layer",
+            type=click.IntRange(min=0),
+            default=8,
+            show_default=True,
+            help="simalign, awesome: the hidden layer compared (0: the embeddings).",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(["argmax", "itermax", "match", "softmax"]),
+            help="Link extraction. simalign: argmax (default, mutual best), itermax, match; awesome: softmax.",
+        ),
+        click.option(
+            "--softmax-threshold",
+            type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+            default=1e-3,
+            show_default=True,
+            help="awesome: minimum softmax probability in both directions.",
+        ),
         click.option(
             "--symmetrize",
             type=click.Choice(["grow-diag-final-and", "intersect", "union", "forward", "backward"]),
             default=default_symmetrize,
             show_default=True,
-            help="How the two directions' links combine.",
+            help="builtin, eflomal: how the two directions' links combine (simalign and awesome give one "
+            "alignment, by --method).",
         ),
         ray_options,
     )
+
+
+BUILTIN_OPTIONS = ("ibm1_iterations", "hmm_iterations", "agreement", "p0")
+NEURAL_OPTIONS = ("model", "device", "batch_size", "layer", "method", "softmax_threshold")
+
+
+def _given(names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` the user set (command line or environment), as option names."""
+    ctx = click.get_current_context()
+    default = (click.core.ParameterSource.DEFAULT, None)
+    return ["--" + n.replace("_", "-") for n in names if ctx.get_parameter_source(n) not in default]
+
+
+def _backend(kw: dict[str, Any]) -> tuple[str, Any]:
+    """The --aligner and its options (checked: options of another aligner, missing --model, extras)."""
+    from prealign.lexicon.aligners import NEURAL, make_aligner
+
+    backend = kw.pop("aligner")
+    neural = {n: kw.pop(n) for n in NEURAL_OPTIONS}
+    misplaced = (_given(BUILTIN_OPTIONS) if backend != "builtin" else []) + (
+        _given(NEURAL_OPTIONS) if backend not in NEURAL else []
+    )
+    if misplaced:
+        verb = "does" if len(misplaced) == 1 else "do"
+        raise click.UsageError(f"{', '.join(misplaced)} {verb} not apply to --aligner {backend}")
+    if backend not in NEURAL:
+        make_aligner(backend)  # a missing extra: error now, before reading the input
+        return backend, None
+    from prealign.lexicon.aligners.neural import NeuralConfig
+
+    if _given(("symmetrize",)):
+        raise click.UsageError(f"--symmetrize does not apply to --aligner {backend}: --method gives one alignment")
+    if neural["model"] is None:
+        raise click.UsageError(
+            f"--aligner {backend} needs --model: a local model directory or a Hugging Face name "
+            "(e.g. bert-base-multilingual-cased)"
+        )
+    method = neural["method"] or ("argmax" if backend == "simalign" else "softmax")
+    try:
+        config = NeuralConfig(
+            model=neural["model"],
+            method=method,
+            device=neural["device"],
+            batch_size=neural["batch_size"],
+            layer=neural["layer"],
+            threshold=neural["softmax_threshold"],
+        )
+        make_aligner(backend, None, config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method") from exc
+    return backend, config
+
+
+def too_long_line(aligner: dict[str, Any]) -> str | None:
+    """The summary line about pairs the aligner's length limit left unaligned, if there were any."""
+    if not aligner.get("too_long"):
+        return None
+    limit = f"{aligner['max_tokens']} tokens" if "max_tokens" in aligner else f"{aligner['max_words']} words"
+    n = aligner["too_long"]
+    return f"not aligned: {n:,} pair{'s' if n > 1 else ''} with a side over the {aligner['name']} limit ({limit})"
 
 
 def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +226,7 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    kw.pop("aligner")
+    backend, backend_options = _backend(kw)
     return {
         "data": ParallelInput(src, tgt, pairs, kw.pop("src_column"), kw.pop("tgt_column")),
         "src_segmenter": SegmenterConfig(lower, True, apostrophe_for(kw["src_lang"]), pretok),
@@ -128,6 +236,8 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
         "ray_address": kw.pop("ray_address"),
         "workers": kw.pop("workers"),
         "progress": not kw.pop("quiet"),
+        "backend": backend,
+        "backend_options": backend_options,
     }
 
 
@@ -213,6 +323,8 @@ def extract_lexicon_cmd(**kw: Any) -> None:
     from prealign.pipelines.report import extract_summary
 
     click.echo(extract_summary(stats, job.output))
+    if too_long_line(stats["aligner"]):
+        click.echo(too_long_line(stats["aligner"]))
 
 
 @main.command("align")
@@ -226,10 +338,14 @@ def align_cmd(**kw: Any) -> None:
     output = kw.pop("output")
     fields = _job_fields(kw)
     summary = align(AlignJob(**fields), output)
-    click.echo(
-        f"aligned {summary['pairs']:,} pairs: {summary['links']:,} links ({summary['symmetrize']}) "
-        f"in {summary['seconds']} s -> {output}"
-    )
+    aligner = summary["aligner"]
+    how = aligner["config"].get("method", summary["symmetrize"])
+    if aligner["name"] != "builtin":
+        how = f"{aligner['name']}, {how}"
+    seconds = summary["seconds"]
+    click.echo(f"aligned {summary['pairs']:,} pairs: {summary['links']:,} links ({how}) in {seconds} s -> {output}")
+    if too_long_line(aligner):
+        click.echo(too_long_line(aligner))
 
 
 @main.command("eval-align")

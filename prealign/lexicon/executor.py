@@ -2,8 +2,12 @@
 
 An executor puts large objects where workers can read them (``put``) and runs a function over a list of
 argument tuples (``map``), returning results in input order; ``map_handles`` returns handles that stay where
-they were computed, to be passed to a later ``map`` or fetched with ``get``. :class:`LocalExecutor` runs
-everything in this process; ``prealign.pipelines.ray_runtime.RayExecutor`` runs tasks on Ray.
+they were computed, to be passed to a later ``map`` or fetched with ``get``. ``actor`` starts a stateful
+worker that keeps data in its own memory between calls. :class:`LocalExecutor` runs everything in this
+process; ``prealign.pipelines.ray_runtime.RayExecutor`` runs tasks and actors on Ray.
+
+Tasks are retried by the executor when a worker dies; a stateful worker's state cannot be, so ``get`` raises
+:class:`WorkerLost` for a call whose worker died, and the caller rebuilds that state elsewhere.
 """
 
 from __future__ import annotations
@@ -12,8 +16,24 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 
+class WorkerLost(RuntimeError):
+    """A stateful worker died (its process or node was lost) before answering a call."""
+
+
+class Actor(Protocol):
+    """A stateful worker: calls run one at a time, in the order they were made."""
+
+    def call(self, method: str, *args: Any) -> Any:
+        """A handle to ``getattr(worker, method)(*args)`` (fetch it with the executor's ``get``)."""
+        ...
+
+    def stop(self) -> None:
+        """End the worker and free what it holds."""
+        ...
+
+
 class Executor(Protocol):
-    """The four operations pure code needs for parallel work."""
+    """The operations pure code needs for parallel work."""
 
     workers: int
 
@@ -24,6 +44,24 @@ class Executor(Protocol):
     def map(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]: ...
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]: ...
+
+    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> Actor:
+        """A stateful worker built by ``factory(*args)``: one CPU each, or, with ``on_driver_node``, none and
+        pinned to the machine of the calling process (for state that shares the job's fate and files)."""
+        ...
+
+
+class LocalActor:
+    """A stateful worker in this process: each call runs at once; its handle is the result."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.worker, method)(*args)
+
+    def stop(self) -> None:
+        self.worker = None
 
 
 class LocalExecutor:
@@ -42,3 +80,6 @@ class LocalExecutor:
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
         return self.map(func, args)
+
+    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> LocalActor:
+        return LocalActor(factory(*args))

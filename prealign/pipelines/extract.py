@@ -1,38 +1,46 @@
 """The ``align`` and ``extract-lexicon`` jobs: pure lexicon functions composed over Ray tasks.
 
 Stages: read the input in batches (driver, streaming) -> segment, measure and hash each batch (parallel
-tasks) -> exact and near-duplicate removal (driver, in input order) -> dictionary encoding -> EM over
-fixed-size sentence chunks (parallel tasks, summed in chunk order) -> decoding and symmetrisation per chunk
-(parallel tasks) -> counting aligned word pairs -> scoring -> atomic writes. Nothing is written until every
-input record has been read and checked.
+tasks) -> exact and near-duplicate removal and dictionary encoding, in input order, into batch files of a work
+directory (a stateful worker on the driver's machine; :mod:`prealign.pipelines.corpus_store`) -> EM over
+fixed-size sentence chunks (parallel tasks, summed in chunk order, parameters saved after each iteration) ->
+decoding and symmetrisation per chunk (parallel tasks) -> counting aligned word pairs -> scoring -> atomic
+writes. Nothing is written beside the output until every input record has been read and checked.
+
+The work directory (``OUTPUT.work``) makes the job resumable: killed at any point and started again with the
+same arguments, it skips what its journal records as finished (read batches, the corpus, EM iterations) and
+ends with the same bytes as an uninterrupted run. It is removed when the job succeeds, and when the input
+turns out to be bad; any other failure leaves it for the next run (:mod:`prealign.pipelines.workdir`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from prealign import __version__
 from prealign.arrays import sorted_unique_counts
+from prealign.errors import InputError
 from prealign.lexicon import clean
-from prealign.lexicon.builtin_aligner import BuiltinConfig, train_and_align
-from prealign.lexicon.corpus import read_parallel
-from prealign.lexicon.encode import EncodedCorpus, encode_corpus
+from prealign.lexicon.builtin_aligner import BuiltinConfig
+from prealign.lexicon.encode import EncodedCorpus
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.lexicon.links import write_pharaoh
-from prealign.lexicon.prepare import Prepared, concatenate, prepare_batch
+from prealign.lexicon.prepare import prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
-from prealign.lexicon.symmetrize import Method, sentence_links, split_keys, symmetrize
+from prealign.lexicon.symmetrize import Method, split_keys, symmetrize
+from prealign.pipelines.corpus_store import StoredCorpus, build_corpus, reason_totals, work_dir_for, write_links
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import executor_for
+from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint
 from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text
 
@@ -65,6 +73,8 @@ class AlignJob:
     ray_address: str | None = None
     workers: int | None = None  # None: all CPUs; 0: no Ray, everything in this process
     progress: bool = True
+    backend: str = "builtin"  # the word aligner: builtin, eflomal, simalign, awesome (prealign.lexicon.aligners)
+    backend_options: Any = None  # NeuralConfig for simalign/awesome, EflomalConfig (or None) for eflomal
 
 
 @dataclass(frozen=True)
@@ -80,58 +90,88 @@ class ExtractJob(AlignJob):
     tgt_lang: str | None = None
 
 
-def _read_and_prepare(job: AlignJob, ex: Executor, cfg: clean.CleanConfig | None, bar: Progress) -> Prepared:
+def _inputs(job: AlignJob) -> dict[str, Any]:
     d = job.data
-    batches = read_parallel(
-        d.src, d.tgt, d.pairs, src_column=d.src_column, tgt_column=d.tgt_column, batch_size=READ_BATCH
-    )
-    args = ((b, job.src_segmenter, job.tgt_segmenter, cfg) for b in bar.iterate(batches, "read + segment"))
-    return concatenate(ex.map(prepare_batch, args))
+    return {"src": d.src, "tgt": d.tgt, "pairs": d.pairs, "src_column": d.src_column, "tgt_column": d.tgt_column}
 
 
-def _dedup(prep: Prepared, cfg: clean.CleanConfig) -> np.ndarray:
-    codes = prep.codes.copy()
-    if prep.keys is not None:
-        codes[clean.duplicate_mask(prep.keys, keep=codes == clean.KEPT)] = clean.DUPLICATE
-    if prep.signatures is not None:
-        keep = codes == clean.KEPT
-        codes[clean.near_duplicate_mask(prep.signatures, cfg, keep=keep) & keep] = clean.NEAR_DUPLICATE
-    return codes
+@contextmanager
+def _work_session(job: AlignJob, output: Path, cfg: clean.CleanConfig | None) -> Iterator[WorkDir]:
+    """The job's work directory beside ``output``: removed on success and on bad input, kept otherwise."""
+    files = [p for p in (job.data.src, job.data.tgt, job.data.pairs) if p is not None]
+    for path in files:
+        if not Path(path).is_file():  # checked here, before a work directory is made for it
+            raise InputError("no such file" if not Path(path).exists() else "is a directory, not a file", path)
+    described = {
+        "inputs": [file_identity(p) for p in files],
+        "columns": [job.data.src_column, job.data.tgt_column],
+        "segmenters": [asdict(job.src_segmenter), asdict(job.tgt_segmenter)],
+        "clean": asdict(cfg) if cfg is not None else None,
+        "aligner": [job.backend, asdict(job.aligner), repr(job.backend_options)],
+        "read_batch": READ_BATCH,
+    }
+    with WorkDir(work_dir_for(output), fingerprint(described)).kept_unless_bad_input() as work:
+        yield work
+
+
+def _read_corpus(job: AlignJob, ex: Executor, cfg: clean.CleanConfig | None, work: WorkDir, bar: Progress):
+    """The read stage (or what is left of it) into the work directory; the corpus for the aligner."""
+    segmenters = (job.src_segmenter, job.tgt_segmenter)
+    return build_corpus(_inputs(job), segmenters, cfg, ex, work, bar, READ_BATCH, prepare_batch)
+
+
+def _for_aligner(corpus: StoredCorpus, job: AlignJob) -> Any:
+    """What ``_align`` gets: the stored corpus for the built-in aligner (streamed from disk), the whole
+    corpus in memory for the other backends (they need every sentence at once)."""
+    return corpus if job.backend == "builtin" else corpus.load()
 
 
 def _symmetrize_chunk(links: tuple[np.ndarray, np.ndarray], method: Method) -> np.ndarray:
     return symmetrize(links[0], links[1], method)
 
 
-def _align(corpus: EncodedCorpus, job: AlignJob, ex: Executor, bar: Progress) -> np.ndarray:
-    """Link keys of the whole corpus, symmetrised."""
-    total = job.aligner.ibm1_iterations + job.aligner.hmm_iterations
-    with bar.stage("EM (both directions)", total=total) as tick:
-        _, handles = train_and_align(corpus, job.aligner, ex, progress=lambda _msg: tick())
-    parts = ex.map(_symmetrize_chunk, [(h, job.symmetrize) for h in handles])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+def _align(corpus: EncodedCorpus, job: AlignJob, ex: Executor, bar: Progress) -> tuple[np.ndarray, dict[str, Any]]:
+    """Link keys of the whole corpus, symmetrised, and the aligner's description and stats."""
+    from prealign.lexicon.aligners import make_aligner
+    from prealign.pipelines.neural_actors import pool_for
+
+    aligner = make_aligner(job.backend, job.aligner, job.backend_options)
+    stage = "EM (both directions)" if aligner.name == "builtin" else f"align ({aligner.name})"
+    total = aligner.steps(corpus)
+    with bar.stage(stage, total=total) as tick:
+        out = aligner.align(corpus, ex, pool_for(aligner, ex), progress=lambda _msg: tick())
+    parts = ex.map(_symmetrize_chunk, [(h, job.symmetrize) for h in out.parts])
+    keys = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return keys, {"name": aligner.name, "config": aligner.describe(), **out.stats}
 
 
 def align(job: AlignJob, output: Path) -> dict[str, Any]:
     """Write Pharaoh links, one line per input pair, in input order; returns a summary."""
+    with _work_session(job, output, None) as work:
+        return _align_job(job, output, work)
+
+
+def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
     with executor_for(job.ray_address, job.workers) as ex:
-        prep = _read_and_prepare(job, ex, None, bar)
-        corpus = encode_corpus(prep.src, prep.tgt)
-        keys = _align(corpus, job, ex, bar)
-    write_pharaoh(sentence_links(keys, corpus.n_sentences), output)
+        corpus = _read_corpus(job, ex, None, work, bar)
+        keys, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
+    write_links(keys, corpus.n_sentences, output)
     return {
         "pairs": corpus.n_sentences,
         "links": int(len(keys)),
         "symmetrize": job.symmetrize,
+        "aligner": aligner,
         "seconds": round(time.perf_counter() - started, 2),
         "output": str(output),
     }
 
 
-def count_pairs(corpus: EncodedCorpus, keys: np.ndarray) -> pl.DataFrame:
+def count_pairs(corpus: EncodedCorpus | StoredCorpus, keys: np.ndarray) -> pl.DataFrame:
     """Aligned word pairs with how often they were linked: columns src, tgt, count."""
+    if isinstance(corpus, StoredCorpus):
+        return corpus.count_pairs(keys)
     sent, i, j = split_keys(keys)
     s_word = corpus.src_ids[corpus.src_offsets[sent] + i].astype(np.int64)
     t_word = corpus.tgt_ids[corpus.tgt_offsets[sent] + j].astype(np.int64)
@@ -154,51 +194,45 @@ def stats_path(output: Path) -> Path:
 
 def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
     """Run the whole extraction; writes the lexicon and its stats JSON, returns the stats."""
+    with _work_session(job, job.output, job.clean) as work:
+        return _extract(job, work)
+
+
+def _extract(job: ExtractJob, work: WorkDir) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     with executor_for(job.ray_address, job.workers) as ex:
         t = time.perf_counter()
-        prep = _read_and_prepare(job, ex, job.clean, bar)
-        timings["read_segment"] = time.perf_counter() - t
+        corpus = _read_corpus(job, ex, job.clean, work, bar)
+        pairs = reason_totals(work)
+        timings["read_clean_encode"] = time.perf_counter() - t
+        if pairs["kept"] == 0:
+            raise InputError("no sentence pair left after cleaning: " + json.dumps(pairs), job.data.describe())
         t = time.perf_counter()
-        with bar.stage("deduplicate"):
-            codes = _dedup(prep, job.clean)
-        timings["dedup"] = time.perf_counter() - t
-        kept = np.flatnonzero(codes == clean.KEPT)
-        if len(kept) == 0:
-            from prealign.errors import InputError
-
-            raise InputError(
-                "no sentence pair left after cleaning: " + json.dumps(clean.reason_counts(codes)), job.data.describe()
-            )
-        t = time.perf_counter()
-        corpus = encode_corpus(prep.src.take(pa.array(kept)), prep.tgt.take(pa.array(kept)))
-        del prep
-        timings["encode"] = time.perf_counter() - t
-        t = time.perf_counter()
-        keys = _align(corpus, job, ex, bar)
+        keys, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
         timings["align"] = time.perf_counter() - t
     t = time.perf_counter()
     with bar.stage("score + write"):
         lexicon = score_pairs(count_pairs(corpus, keys), config=job.lexicon)
         stats = {
             "input": job.data.describe(),
-            "pairs": clean.reason_counts(codes),
+            "pairs": pairs,
             "aligned_pairs": corpus.n_sentences,
             "src_vocab": len(corpus.src_vocab),
             "tgt_vocab": len(corpus.tgt_vocab),
             "links": int(len(keys)),
             "lexicon_entries": lexicon.height,
             "lexicon_src_words": lexicon["src"].n_unique(),
+            "aligner": aligner,
         }
         metadata = {
             "tool": "prealign-data",
             "version": __version__,
             "src_lang": job.src_lang,
             "tgt_lang": job.tgt_lang,
-            "aligner": "builtin",
-            "aligner_config": asdict(job.aligner),
+            "aligner": aligner["name"],
+            "aligner_config": aligner["config"],
             "symmetrize": job.symmetrize,
             "clean": asdict(job.clean),
             "lexicon_filters": asdict(job.lexicon),
@@ -206,7 +240,7 @@ def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
             "aligned_pairs": corpus.n_sentences,
         }
         if job.links_output is not None:
-            write_pharaoh(sentence_links(keys, corpus.n_sentences), job.links_output)
+            write_links(keys, corpus.n_sentences, job.links_output)
         write_lexicon(lexicon, job.output, metadata)
     timings["score_write"] = time.perf_counter() - t
     stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}

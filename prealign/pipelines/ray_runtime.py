@@ -5,6 +5,10 @@ no authentication, and by default it listens on the machine's network address. S
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before Ray starts makes it keep its services on loopback, and
 ``address="local"`` makes sure a stale ``/tmp/ray/ray_current_cluster`` is never joined by accident.
 With an address (``auto`` or ``host:port``), the job joins that cluster and leaves it running.
+
+Fault tolerance: tasks are retried (``max_retries``) when their worker or node dies, and Ray rebuilds lost task
+outputs from their lineage. Actors (stateful workers) are not restarted: a call whose actor died raises
+:class:`~prealign.lexicon.executor.WorkerLost`, and the caller moves that actor's state to the others.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, wraps
 from typing import Any
 
+from prealign.lexicon.executor import WorkerLost
+from prealign.pipelines import faults
+
 LOOPBACK = "127.0.0.1"
+TASK_RETRIES = 3  # per task, for worker or node loss (application errors are not retried)
 
 
 def _quiet_env() -> None:
@@ -54,8 +62,8 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         started = True
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        yield RayExecutor(workers or cpus)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        yield RayExecutor(min(workers or cpus, cpus))
     finally:
         if started:
             ray.shutdown()
@@ -72,11 +80,46 @@ def executor_for(address: str | None, workers: int | None):
     return ray_session(address, workers)
 
 
+def _hooked(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def task(*args: Any) -> Any:
+        faults.worker_call(func.__name__)
+        return func(*args)
+
+    return task
+
+
 @cache
 def _remote(func: Callable[..., Any]) -> Any:
     import ray
 
-    return ray.remote(num_cpus=1, max_retries=3)(func)
+    return ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_hooked(func))
+
+
+class _Host:
+    """The Ray actor behind :meth:`RayExecutor.actor`: builds the worker, then dispatches calls to it."""
+
+    def __init__(self, factory: Callable[..., Any], *args: Any) -> None:
+        self.worker = factory(*args)
+
+    def call(self, method: str, *args: Any) -> Any:
+        faults.worker_call(method)
+        return getattr(self.worker, method)(*args)
+
+
+class RayActor:
+    """A stateful worker in a Ray actor process (see :class:`~prealign.lexicon.executor.Actor`)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self.handle.call.remote(method, *args)
+
+    def stop(self) -> None:
+        import ray
+
+        ray.kill(self.handle)
 
 
 class RayExecutor:
@@ -84,6 +127,7 @@ class RayExecutor:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self._in_flight: list[Any] = []  # tasks submitted and maybe not finished, across every call
 
     def put(self, obj: Any) -> Any:
         import ray
@@ -91,24 +135,50 @@ class RayExecutor:
         return ray.put(obj)
 
     def get(self, handles: Sequence[Any]) -> list[Any]:
+        """The values behind ``handles``; :class:`WorkerLost` when an actor died before answering."""
         import ray
 
-        return ray.get(list(handles))
+        try:
+            return ray.get(list(handles))
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+            raise WorkerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> RayActor:
+        """An actor (one CPU, spread over the nodes), or one with no CPU pinned to this process's node."""
+        import ray
+
+        if on_driver_node:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = ray.get_runtime_context().get_node_id()
+            options: dict[str, Any] = {
+                "num_cpus": 0,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            }
+        else:
+            options = {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
+        host = ray.remote(_Host).options(max_restarts=0, max_task_retries=0, **options)
+        return RayActor(host.remote(factory, *args))
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
-        """Submit with at most ``workers`` tasks in flight; handles stay in the object store."""
-        import ray
-
+        """Submit with at most ``workers`` tasks of this executor in flight (counting those of earlier calls);
+        handles stay in the object store."""
         remote = _remote(func)
         handles: list[Any] = []
-        pending: list[Any] = []
         for a in args:
-            if len(pending) >= self.workers:
-                _, pending = ray.wait(pending, num_returns=1)
+            self._wait_for_a_slot()
             ref = remote.remote(*a)
             handles.append(ref)
-            pending.append(ref)
+            self._in_flight.append(ref)
         return handles
+
+    def _wait_for_a_slot(self) -> None:
+        import ray
+
+        if len(self._in_flight) >= self.workers:
+            _, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
+        while len(self._in_flight) >= self.workers:
+            _, self._in_flight = ray.wait(self._in_flight, num_returns=1)
 
     def map(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
         return self.get(self.map_handles(func, args))

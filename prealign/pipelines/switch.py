@@ -2,18 +2,26 @@
 
 Stages: read documents in batches (driver, streaming) -> tokenise and switch each batch (parallel tasks; the
 draws depend only on the seed and each document's global index) -> pack rows and write shards in input order
-(driver) -> manifest. Shards are written into ``DIR/.partial-*`` and moved into place only when the whole run
-has succeeded, manifest last; a failed run leaves the directory as it was.
+(driver) -> manifest. Shards are written into the work directory ``DIR/.work`` and moved into place only when
+the whole run has succeeded, manifest last; a run that fails on bad input leaves the directory as it was.
+
+Resume: every shard is journaled when written (:mod:`prealign.pipelines.workdir`) with where the stream
+stands at its end: the first document of the batch that shard's last row ends in, how many tokens (rows,
+without packing) of that batch's stream the shard already holds, and the totals before that batch. A job
+killed at any point and started again with the same arguments re-reads the input up to that document (reading,
+not switching), switches from there, drops what the finished shards hold, and carries on; finished shards are
+never rewritten, and the end result is byte for byte that of an uninterrupted run. Killed while moving the
+shards into place, it finishes the move.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +36,15 @@ from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_
 from prealign.errors import InputError
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
+from prealign.pipelines import faults
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import executor_for
+from prealign.pipelines.workdir import WorkDir, WorkDirBusy, file_identity, fingerprint, read_journal
 from prealign.shards import (
     IGNORE_INDEX,
+    MANIFEST,
     SCHEMA_VERSION,
     Rows,
-    clear_run,
     existing_run,
     file_sha256,
     shard_name,
@@ -43,6 +53,8 @@ from prealign.shards import (
 )
 
 DOC_BATCH = 4096
+WORK = ".work"
+TOTALS = ("documents", "words", "words_with_entry", "words_switched")
 
 
 @dataclass(frozen=True)
@@ -77,12 +89,23 @@ class Packer:
     switched: list[np.ndarray] = field(default_factory=list)
     buffered: int = 0
     padding: int = 0
+    position: int = 0  # stream units (tokens with separators; documents without packing) added so far
+    skip: int = 0  # units still to drop from the start of what is added (already in finished shards)
 
     def add(self, batch: Switched) -> Rows:
         """Add a batch of documents; return the rows completed by it."""
         if self.row_tokens is None:
-            return Rows(batch.input_ids, batch.labels, batch.switched, batch.offsets - batch.offsets[0])
+            rows = Rows(batch.input_ids, batch.labels, batch.switched, batch.offsets - batch.offsets[0])
+            self.position += len(rows)
+            drop = min(self.skip, len(rows))
+            self.skip -= drop
+            return rows.slice(drop, len(rows))
         ids, lab, sw = _with_separators(batch, self.eot_id)
+        self.position += len(ids)
+        if self.skip:
+            drop = min(self.skip, len(ids))
+            ids, lab, sw = ids[drop:], lab[drop:], sw[drop:]
+            self.skip -= drop
         self.ids.append(ids)
         self.labels.append(lab)
         self.switched.append(sw)
@@ -132,11 +155,19 @@ def _with_separators(batch: Switched, eot_id: int | None) -> tuple[np.ndarray, n
     )
 
 
-def _document_batches(paths: Sequence[Path], text_column: str, size: int) -> Iterator[tuple[list[str], int]]:
+def _document_batches(
+    paths: Sequence[Path], text_column: str, size: int, start: int = 0
+) -> Iterator[tuple[list[str], int]]:
+    """Lists of up to ``size`` documents with the index of their first, from document ``start`` on (the ones
+    before are read and passed over)."""
     batch: list[str] = []
-    first = 0
+    first = start
+    seen = 0
     for path in paths:
         for text in iter_texts(path, text_column):
+            seen += 1
+            if seen <= start:
+                continue
             batch.append(text)
             if len(batch) == size:
                 yield batch, first
@@ -154,12 +185,62 @@ def _check_job(job: SwitchJob) -> None:
         raise InputError("--seq-len must be a positive number of tokens when packing", job.output)
     if job.shard_rows < 1:
         raise InputError("--shard-rows must be at least 1", job.output)
-    if existing_run(job.output) and not job.overwrite:
-        raise InputError("holds another run's shards; pass --overwrite to replace them", job.output)
+
+
+@dataclass
+class _Stream:
+    """Where the switched stream stands, so that each finished shard can say where a resumed run starts."""
+
+    next_doc: int  # the first document not added yet
+    position: int  # stream units added so far (see Packer.position)
+    totals: dict[str, int]
+    marks: deque[tuple[int, int, dict[str, int]]] = field(default_factory=deque)  # per batch: doc, start, totals
+
+    def add(self, result: Switched, position: int) -> None:
+        """Record a batch, added to the stream up to ``position``, and add it to the totals."""
+        self.marks.append((self.next_doc, self.position, dict(self.totals)))
+        self.position = position
+        self.next_doc += len(result.offsets) - 1
+        self.totals["documents"] += len(result.offsets) - 1
+        self.totals["words"] += result.words
+        self.totals["words_with_entry"] += result.words_with_entry
+        self.totals["words_switched"] += result.words_switched
+
+    def resume_point(self, end: int) -> dict[str, Any]:
+        """Where to start again once the stream up to ``end`` is in finished shards: the first document of the
+        batch ``end`` falls in, how much of that batch's stream to drop, and the totals before it."""
+        while self.marks and (self.marks[1][1] if len(self.marks) > 1 else self.position) <= end:
+            self.marks.popleft()  # a batch wholly in finished shards
+        if self.marks:
+            doc, start, totals = self.marks[0]
+            return {"doc": doc, "skip": end - start, "position": end, "totals": totals}
+        return {"doc": self.next_doc, "skip": end - self.position, "position": end, "totals": dict(self.totals)}
+
+
+def _fingerprint(job: SwitchJob, tokenizer_sha: str) -> str:
+    return fingerprint(
+        {
+            "inputs": [file_identity(p) for p in job.corpus],
+            "text_column": job.text_column,
+            "lexicon": file_sha256(Path(job.lexicon)),
+            "tokenizer": tokenizer_sha,
+            "config": asdict(job.config),
+            "seq_len": job.seq_len,
+            "pack": job.pack,
+            "shard_rows": job.shard_rows,
+            "schema_version": SCHEMA_VERSION,
+        }
+    )
+
+
+def _committing(work_path: Path, job_fingerprint: str) -> bool:
+    """True when ``work_path`` holds this job's work and the job was moving its shards into place."""
+    events = read_journal(work_path)
+    return bool(events) and events[0].get("fingerprint") == job_fingerprint and any("commit" in e for e in events)
 
 
 def switch_corpus(job: SwitchJob) -> dict[str, Any]:
-    """Run the switch job; returns the manifest it wrote."""
+    """Run the switch job (or finish an interrupted run of it); returns the manifest it wrote."""
     started = time.perf_counter()
     _check_job(job)
     tokenizer = load_tokenizer(job.tokenizer)
@@ -171,45 +252,79 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     if job.pack and info.eot_id is None:
         raise InputError("the tokenizer has no end-of-text token to separate packed documents", job.tokenizer)
     pad_id = info.pad_id if info.pad_id is not None else (info.eot_id if info.eot_id is not None else 0)
-    packer = Packer(job.seq_len + 1 if job.pack else None, info.eot_id, pad_id)
-    bar = Progress(job.progress)
+    job_fingerprint = _fingerprint(job, info.sha256)
+    work = WorkDir(job.output / WORK, job_fingerprint)
+    if existing_run(job.output) and not job.overwrite and not _committing(work.path, job_fingerprint):
+        raise InputError("holds another run's shards; pass --overwrite to replace them", job.output)
     created = not job.output.exists()
-    job.output.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=job.output))
-    totals = {"documents": 0, "words": 0, "words_with_entry": 0, "words_switched": 0}
-    shards: list[dict[str, Any]] = []
-    pending: list[Rows] = []
     try:
-        with executor_for(job.ray_address, job.workers) as ex:
-            tok_key = (str(tokenizer_file(job.tokenizer).resolve()), info.sha256)
-            table_h = ex.put(table)
-            batches = _document_batches(job.corpus, job.text_column, DOC_BATCH)
-            args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
-            for result in bar.iterate(_ordered(ex, switch_task, args), "switch", unit="batch"):
-                totals["documents"] += len(result.offsets) - 1
-                totals["words"] += result.words
-                totals["words_with_entry"] += result.words_with_entry
-                totals["words_switched"] += result.words_switched
-                pending.append(packer.add(result))
-                _flush(pending, partial, shards, job.shard_rows, final=False)
-        pending.append(packer.finish())
-        _flush(pending, partial, shards, job.shard_rows, final=True)
-        if totals["documents"] == 0:
-            raise InputError("empty corpus: no non-blank document", job.corpus[0])
-        manifest = _manifest(job, info, lexicon.height, lex_meta, totals, shards, packer)
-        if job.overwrite:
-            clear_run(job.output)
-        for entry in shards:
-            os.replace(partial / entry["file"], job.output / entry["file"])
-        write_manifest(job.output, manifest)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        if created:
+        with work.kept_unless_bad_input():
+            manifest = _run(job, work, tokenizer_file(job.tokenizer), info, pad_id, table, lexicon.height, lex_meta)
+    except InputError as exc:
+        if created and not isinstance(exc, WorkDirBusy):
             shutil.rmtree(job.output, ignore_errors=True)
         raise
-    shutil.rmtree(partial, ignore_errors=True)
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
+
+
+def _run(job: SwitchJob, work: WorkDir, tok_path: Path, info, pad_id: int, table, lexicon_rows, lex_meta) -> dict:
+    """Switch what is left to switch into ``work``, then move the shards into place (see the module doc)."""
+    shards = [e["shard"] for e in work.all("shard")]
+    packer = Packer(job.seq_len + 1 if job.pack else None, info.eot_id, pad_id)
+    done = work.last("done")
+    if done is None:
+        last = work.last("shard")
+        start = last["resume"] if last else {"doc": 0, "skip": 0, "position": 0, "totals": dict.fromkeys(TOTALS, 0)}
+        packer.skip, packer.position = start["skip"], start["position"] - start["skip"]
+        stream = _Stream(start["doc"], packer.position, dict(start["totals"]))
+        unit = packer.row_tokens or 1
+
+        def finished(entry: dict[str, Any]) -> None:
+            shards.append(entry)
+            work.record({"shard": entry, "resume": stream.resume_point(len(shards) * job.shard_rows * unit)})
+            faults.reached("switch-shard")
+
+        pending: list[Rows] = []
+        bar = Progress(job.progress)
+        with executor_for(job.ray_address, job.workers) as ex:
+            tok_key = (str(tok_path.resolve()), info.sha256)
+            table_h = ex.put(table)
+            batches = _document_batches(job.corpus, job.text_column, DOC_BATCH, stream.next_doc)
+            args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
+            for result in bar.iterate(_ordered(ex, switch_task, args), "switch", unit="batch"):
+                pending.append(packer.add(result))
+                stream.add(result, packer.position)
+                _flush(pending, work.path, len(shards), job.shard_rows, finished, final=False)
+        if stream.totals["documents"] == 0:
+            raise InputError("empty corpus: no non-blank document", job.corpus[0])
+        pending.append(packer.finish())
+        last_shards: list[dict[str, Any]] = []  # journaled with "done": a half-recorded end is done again
+        _flush(pending, work.path, len(shards), job.shard_rows, last_shards.append, final=True)
+        done = {"done": {"totals": stream.totals, "padding": packer.padding, "shards": last_shards}}
+        work.record(done)
+    shards += done["done"]["shards"]
+    end = done["done"]
+    manifest = _manifest(job, info, lexicon_rows, lex_meta, end["totals"], shards, packer.row_tokens, end["padding"])
+    _commit(job, work, shards, manifest)
+    return manifest
+
+
+def _commit(job: SwitchJob, work: WorkDir, shards: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+    """Move the shards into place, then write the manifest; safe to run again after a kill."""
+    if work.last("commit") is None:
+        work.record({"commit": True})
+    ours = {entry["file"] for entry in shards}
+    if job.overwrite:  # another run's manifest and shards go (ours may be there already, from a killed commit)
+        for p in job.output.iterdir():
+            if p.name == MANIFEST or (p.name.startswith("shard-") and p.suffix == ".arrow" and p.name not in ours):
+                os.unlink(p)
+    for entry in shards:
+        source = work.path / entry["file"]
+        if source.exists():
+            os.replace(source, job.output / entry["file"])
+            faults.reached("switch-commit")
+    write_manifest(job.output, manifest)
 
 
 def _ordered(ex: Executor, func, args) -> Iterator[Switched]:
@@ -224,14 +339,23 @@ def _ordered(ex: Executor, func, args) -> Iterator[Switched]:
         yield ex.get([handles.pop(0)])[0]
 
 
-def _flush(pending: list[Rows], directory: Path, shards: list[dict[str, Any]], shard_rows: int, final: bool) -> None:
-    """Write every full shard of the pending rows (and, when final, the rest)."""
+def _flush(
+    pending: list[Rows],
+    directory: Path,
+    first: int,
+    shard_rows: int,
+    finished: Callable[[dict[str, Any]], None],
+    final: bool,
+) -> None:
+    """Write every full shard of the pending rows (and, when final, the rest), numbered from ``first``;
+    ``finished`` gets each one's manifest entry once it is written."""
     rows = _concat(pending)
     pending.clear()
     start = 0
     while len(rows) - start >= shard_rows or (final and len(rows) > start):
         stop = min(start + shard_rows, len(rows))
-        shards.append(write_shard(directory / shard_name(len(shards)), rows.slice(start, stop)))
+        finished(write_shard(directory / shard_name(first), rows.slice(start, stop)))
+        first += 1
         start = stop
     pending.append(rows.slice(start, len(rows)))
 
@@ -248,7 +372,7 @@ def _concat(parts: list[Rows]) -> Rows:
     )
 
 
-def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, packer) -> dict[str, Any]:
+def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, row_tokens, padding) -> dict[str, Any]:
     tokens = sum(s["tokens"] for s in shards)
     with_entry = totals["words_with_entry"]
     return {
@@ -274,11 +398,11 @@ def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, packer) -> dict
         "label_convention": "huggingface-causal-lm: labels[j] is compared with the prediction after j-1; -100 no loss",
         "seq_len": job.seq_len if job.pack else None,
         "packed": job.pack,
-        "row_tokens": packer.row_tokens,
+        "row_tokens": row_tokens,
         "totals": {
             **totals,
             "tokens": tokens,
-            "padding_tokens": packer.padding,
+            "padding_tokens": padding,
             "rows": sum(s["rows"] for s in shards),
         },
         "rates": {

@@ -1,0 +1,280 @@
+"""The read stage of ``align`` and ``extract-lexicon``, streamed into a work directory, and the corpus it leaves.
+
+The driver reads the input a batch at a time and sends each batch to a task that segments and hashes it.
+Each prepared batch goes, in input order, to the :class:`CorpusBuilder`: a stateful worker pinned to the
+driver's machine (no CPU reserved) that removes duplicates (exact keys, then MinHash near duplicates, with the
+whole-corpus results of :mod:`prealign.lexicon.incremental`), encodes the kept pairs against the vocabularies
+seen so far, and writes them to ``batch-NNNNN.npz`` in the work directory; the driver then journals the batch
+as finished. The driver holds neither the text nor the words nor the dedup state: a few batches in flight.
+
+:class:`StoredCorpus` is the result, a :class:`~prealign.lexicon.builtin_aligner.CorpusSource`: the
+vocabularies and the pair table in memory (O(vocabulary)), sentence ranges read from the batch files when
+the EM asks for them, and the EM's checkpoint (parameters after each iteration, ``em-NNN.npz``).
+
+Resuming: batches the journal names are not read again by a task (the reader skips over them) and the builder
+takes its state back from their files; once the journal says ``corpus``, the whole stage is skipped; the EM
+continues after its last saved iteration. Decoding and the final counts always run again (one E-step's work).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from prealign.arrays import sorted_unique_counts
+from prealign.lexicon import clean
+from prealign.lexicon.builtin_aligner import Model, SentenceRange, sized_vocab
+from prealign.lexicon.corpus import read_parallel
+from prealign.lexicon.encode import EncodedCorpus, Vocab
+from prealign.lexicon.executor import Executor
+from prealign.lexicon.hmm import Params
+from prealign.lexicon.links import write_pharaoh
+from prealign.lexicon.prepare import Prepared, prepare_batch
+from prealign.lexicon.symmetrize import sentence_links, split_keys
+from prealign.pipelines import faults
+from prealign.pipelines.corpus_builder import CORPUS_ARRAYS, CorpusBuilder, batch_file, read_words, save_arrays
+from prealign.pipelines.progress import Progress
+from prealign.pipelines.workdir import WorkDir
+from prealign.text import SegmenterConfig
+from prealign.textio import atomic_write
+
+
+class EMFiles:
+    """The EM's checkpoint in the work directory: ``em-NNN.npz`` after each iteration, the journal naming it."""
+
+    def __init__(self, work: WorkDir) -> None:
+        self.work = work
+
+    def load(self) -> tuple[int, Model] | None:
+        event = self.work.last("em")
+        if event is None:
+            return None
+        with np.load(self.work.file(event["file"])) as z:
+            params = [
+                Params(
+                    z[f"{d}_t"],
+                    z[f"{d}_t_null"],
+                    z[f"{d}_jump"] if f"{d}_jump" in z else None,
+                    float(event["p0"]),
+                    int(event["max_jump"]),
+                )
+                for d in ("forward", "backward")
+            ]
+        return int(event["em"]), Model(*params)
+
+    def save(self, done: int, model: Model) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for d, p in (("forward", model.forward), ("backward", model.backward)):
+            arrays[f"{d}_t"], arrays[f"{d}_t_null"] = p.t, p.t_null
+            if p.jump is not None:
+                arrays[f"{d}_jump"] = p.jump
+        name = f"em-{done:03d}.npz"
+        previous = self.work.last("em")
+        save_arrays(self.work.file(name), **arrays)
+        self.work.record({"em": done, "file": name, "p0": model.forward.p0, "max_jump": model.forward.max_jump})
+        if previous is not None and previous["file"] != name:
+            self.work.file(previous["file"]).unlink(missing_ok=True)
+        faults.reached("em-iteration")
+
+
+class StoredCorpus:
+    """The encoded corpus in a work directory (see the module doc)."""
+
+    def __init__(self, work: WorkDir, meta: dict[str, Any]) -> None:
+        self.work = work
+        self.kept = [int(k) for k in meta["batches"]]
+        self.starts = np.concatenate([[0], np.cumsum(self.kept, dtype=np.int64)])
+        with np.load(work.file("vocabulary.npz")) as z:
+            self.src_vocab, self.tgt_vocab = Vocab(read_words(z, "src")), Vocab(read_words(z, "tgt"))
+            self.pair_src, self.pair_tgt = z["pair_src"], z["pair_tgt"]
+        self.checkpoint = EMFiles(work)
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    @property
+    def n_sentences(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_src)
+
+    def _batch(self, index: int, names: Sequence[str] = CORPUS_ARRAYS) -> dict[str, np.ndarray]:
+        """Arrays of one batch file (the last two batches read are kept: ranges go through them in order)."""
+        if index not in self._cache or any(n not in self._cache[index] for n in names):
+            with np.load(batch_file(self.work.path, index)) as z:
+                self._cache[index] = {n: z[n] for n in names}
+            while len(self._cache) > 2:
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[index]
+
+    def _pieces(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        """(batch, first, stop) of each batch's share of sentences [start, stop), local indices."""
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        out = []
+        for b in range(max(first, 0), len(self.kept)):
+            lo, hi = max(start, self.starts[b]), min(stop, self.starts[b + 1])
+            if lo >= stop:
+                break
+            if hi > lo:
+                out.append((b, int(lo - self.starts[b]), int(hi - self.starts[b])))
+        return out
+
+    def sentence_range(self, start: int, stop: int) -> SentenceRange:
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in CORPUS_ARRAYS}
+        for b, lo, hi in self._pieces(start, stop):
+            a = self._batch(b)
+            so, to = a["src_offsets"], a["tgt_offsets"]
+            cand = np.concatenate([[0], np.cumsum(np.diff(so) * np.diff(to))])
+            parts["src_ids"].append(a["src_ids"][so[lo] : so[hi]])
+            parts["tgt_ids"].append(a["tgt_ids"][to[lo] : to[hi]])
+            parts["src_offsets"].append(np.diff(so[lo : hi + 1]))
+            parts["tgt_offsets"].append(np.diff(to[lo : hi + 1]))
+            parts["cand_pair"].append(a["cand_pair"][cand[lo] : cand[hi]])
+
+        def offsets(lengths: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate([[0], np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]))]).astype(np.int64)
+
+        src_off, tgt_off = offsets(parts["src_offsets"]), offsets(parts["tgt_offsets"])
+        empty32 = np.zeros(0, np.int32)
+        return SentenceRange(
+            src_ids=np.concatenate(parts["src_ids"] or [empty32]),
+            src_offsets=src_off,
+            tgt_ids=np.concatenate(parts["tgt_ids"] or [empty32]),
+            tgt_offsets=tgt_off,
+            src_vocab=sized_vocab(len(self.src_vocab)),
+            tgt_vocab=sized_vocab(len(self.tgt_vocab)),
+            cand_offsets=np.concatenate([[0], np.cumsum(np.diff(src_off) * np.diff(tgt_off))]).astype(np.int64),
+            cand_pair=np.concatenate(parts["cand_pair"] or [empty32]),
+            pair_src=empty32,
+            pair_tgt=empty32,
+            first=start,
+            pairs_total=self.n_pairs,
+        )
+
+    def load(self) -> EncodedCorpus:
+        """The whole corpus in memory (for aligners that need every sentence at once)."""
+        whole = self.sentence_range(0, self.n_sentences)
+        return EncodedCorpus(
+            whole.src_ids,
+            whole.src_offsets,
+            whole.tgt_ids,
+            whole.tgt_offsets,
+            self.src_vocab,
+            self.tgt_vocab,
+            whole.cand_offsets,
+            whole.cand_pair,
+            self.pair_src,
+            self.pair_tgt,
+        )
+
+    def count_pairs(self, keys: np.ndarray) -> pl.DataFrame:
+        """Aligned word pairs with how often they were linked (columns src, tgt, count), a batch at a time:
+        besides ``keys``, memory holds one batch and the distinct pairs."""
+        keys = keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
+        width = max(len(self.tgt_vocab), 1)
+        bounds = np.searchsorted(keys, self.starts.astype(np.int64) << 32)
+        uniq, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for b in range(len(self.kept)):
+            if bounds[b + 1] == bounds[b]:
+                continue
+            sent, i, j = split_keys(keys[bounds[b] : bounds[b + 1]])
+            a = self._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
+            s = sent - self.starts[b]
+            s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
+            t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
+            u, c = sorted_unique_counts(s_word * width + t_word)
+            both, where = np.unique(np.concatenate([uniq, u]), return_inverse=True)
+            counts = np.bincount(where, weights=np.concatenate([counts, c]), minlength=len(both)).astype(np.int64)
+            uniq = both
+        return pl.DataFrame(
+            {
+                "src": self.src_vocab.lookup(uniq // width),
+                "tgt": self.tgt_vocab.lookup(uniq % width),
+                "count": counts,
+            },
+            schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
+        )
+
+
+def write_links(keys: np.ndarray, n_sentences: int, path: Path, step: int = 1 << 16) -> None:
+    """Pharaoh links, one line per sentence (what :func:`~prealign.lexicon.links.write_pharaoh` writes), built
+    ``step`` sentences at a time into a temporary file renamed into place."""
+    keys = keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
+    path = Path(path)
+    part = path.with_name(f".{path.name}.part")
+
+    def write(fh: Any) -> None:
+        for start in range(0, n_sentences, step):
+            stop = min(start + step, n_sentences)
+            lo, hi = np.searchsorted(keys, np.array([start, stop], dtype=np.int64) << 32)
+            write_pharaoh(sentence_links(keys[lo:hi] - (np.int64(start) << 32), stop - start), part)
+            fh.write(part.read_bytes())
+        part.unlink(missing_ok=True)
+
+    atomic_write(path, write)
+
+
+def reason_totals(work: WorkDir) -> dict[str, int]:
+    """Input pairs by outcome over the journaled batches (``input``, ``kept`` and every drop reason)."""
+    tally = np.zeros(len(clean.REASONS), dtype=np.int64)
+    for event in work.all("batch"):
+        tally += np.asarray(event["reasons"], dtype=np.int64)
+    return {"input": int(tally.sum()), **{name: int(c) for name, c in zip(clean.REASONS, tally, strict=True)}}
+
+
+def build_corpus(
+    paths: dict[str, Any],
+    segmenters: tuple[SegmenterConfig, SegmenterConfig],
+    cfg: clean.CleanConfig | None,
+    ex: Executor,
+    work: WorkDir,
+    bar: Progress,
+    batch_size: int,
+    prepare: Callable[..., Prepared] = prepare_batch,
+) -> StoredCorpus:
+    """Run (or finish) the read stage into ``work``; ``paths``: the keyword arguments of ``read_parallel``,
+    ``prepare``: the task run on each batch."""
+    finished = work.last("corpus")
+    if finished is not None:
+        return StoredCorpus(work, finished["corpus"])
+    done = len(work.all("batch"))
+    builder = ex.actor(CorpusBuilder, str(work.path), cfg, on_driver_node=True)
+    try:
+        if done:
+            ex.get([builder.call("restore", done)])
+        window: deque[tuple[int, Any]] = deque()
+
+        def settle() -> None:
+            index, handle = window.popleft()
+            counts = ex.get([handle])[0]
+            work.record({"batch": index, **counts})
+            faults.reached("extract-batch")
+
+        batches = read_parallel(**paths, batch_size=batch_size)
+        for index, batch in enumerate(bar.iterate(batches, "read + segment")):
+            if index < done:
+                continue
+            prep = ex.map_handles(prepare, [(batch, *segmenters, cfg)])[0]
+            window.append((index, builder.call("add", index, prep)))
+            del prep, batch
+            while len(window) > 2 * ex.workers:
+                settle()
+        while window:
+            settle()
+        meta = ex.get([builder.call("finish")])[0]
+    finally:
+        builder.stop()
+    work.record({"corpus": meta})
+    faults.reached("extract-corpus")
+    return StoredCorpus(work, meta)
+
+
+def work_dir_for(output: Path) -> Path:
+    """Where a job writing ``output`` keeps its work: ``<output>.work`` beside it."""
+    return Path(os.fspath(output) + ".work")
