@@ -63,16 +63,26 @@ class RayActors:
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=2, max_task_retries=2
         )
         actors = [host.remote(factory, self.device, self.threads) for _ in range(min(self.workers, len(args)))]
+        pool = ActorPool(actors)
         try:
-            pool = ActorPool(actors)
             yield from pool.map(lambda actor, a: actor.call.remote(method, *a), list(args))
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, InputError):
                 raise exc.cause from None
             raise
         finally:
+            _drain(pool)
             for actor in actors:
                 ray.kill(actor)
+
+
+def _drain(pool: Any) -> None:
+    """Fetch what is still in flight after a failure, so that Ray never logs those errors as unhandled later."""
+    while pool.has_next():
+        try:
+            pool.get_next_unordered()
+        except Exception:  # the first error was raised to the caller already
+            pass
 
 
 def pool_for(aligner: WordAligner, executor: Executor) -> WorkerPool | None:
