@@ -134,8 +134,9 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     finally:
         nodes.processes()
         nodes.close()
+        left = wait_gone(nodes.seen, timeout=60)
         shutil.rmtree(nodes.ray_tmp, ignore_errors=True)
-    assert not wait_gone(nodes.seen, timeout=60), "Ray processes of the cluster left behind"
+    assert not left, "Ray processes of the cluster left behind"
 
 
 def fresh_worker_node(nodes: TwoNodes) -> None:

@@ -3,21 +3,16 @@
 An executor puts large objects where workers can read them (``put``) and runs a function over a list of
 argument tuples (``map``), returning results in input order; ``map_handles`` returns handles that stay where
 they were computed, to be passed to a later ``map`` or fetched with ``get``. ``actor`` starts a stateful
-worker that keeps data in its own memory between calls. :class:`LocalExecutor` runs everything in this
-process; ``prealign.pipelines.ray_runtime.RayExecutor`` runs tasks and actors on Ray.
-
-Tasks are retried by the executor when a worker dies; a stateful worker's state cannot be, so ``get`` raises
-:class:`WorkerLost` for a call whose worker died, and the caller rebuilds that state elsewhere.
+worker on the machine of the calling process, which keeps data in its own memory between calls (state that
+should not live in the driver process, yet shares its fate and its disk). :class:`LocalExecutor` runs
+everything in this process; ``prealign.pipelines.ray_runtime.RayExecutor`` runs tasks and actors on Ray, and
+retries a task when its worker dies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
-
-
-class WorkerLost(RuntimeError):
-    """A stateful worker died (its process or node was lost) before answering a call."""
 
 
 class Actor(Protocol):
@@ -45,9 +40,8 @@ class Executor(Protocol):
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]: ...
 
-    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> Actor:
-        """A stateful worker built by ``factory(*args)``: one CPU each, or, with ``on_driver_node``, none and
-        pinned to the machine of the calling process (for state that shares the job's fate and files)."""
+    def actor(self, factory: Callable[..., Any], *args: Any) -> Actor:
+        """A stateful worker built by ``factory(*args)`` on this machine (no CPU reserved for it)."""
         ...
 
 
@@ -81,5 +75,5 @@ class LocalExecutor:
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
         return self.map(func, args)
 
-    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> LocalActor:
+    def actor(self, factory: Callable[..., Any], *args: Any) -> LocalActor:
         return LocalActor(factory(*args))

@@ -44,9 +44,10 @@ def _band_tokens(sig: np.ndarray, hashranges: list[tuple[int, int]]) -> np.ndarr
     return out
 
 
-def _merge_sorted(values: np.ndarray, new: np.ndarray, payload: np.ndarray | None = None, extra=None):
-    """Insert ``new`` into the sorted ``values`` (and ``extra`` into ``payload`` at the same places)."""
-    order = np.argsort(new, kind="stable")
+def _merge_sorted(values: np.ndarray, new: np.ndarray, payload: np.ndarray | None = None, extra=None, order=None):
+    """Insert ``new`` into the sorted ``values`` (and ``extra`` into ``payload`` at the same places);
+    ``order``: ``new``'s sorting permutation, when known."""
+    order = np.argsort(new, kind="stable") if order is None else order
     new = new[order]
     pos = np.searchsorted(values, new, side="right")  # sorted queries: fast
     merged = np.insert(values, pos, new)
@@ -55,9 +56,10 @@ def _merge_sorted(values: np.ndarray, new: np.ndarray, payload: np.ndarray | Non
     return merged, np.insert(payload, pos, extra[order])
 
 
-def _search(sorted_values: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:
-    """``np.searchsorted``, several times faster on many queries: they are looked up in sorted order."""
-    order = np.argsort(queries, kind="stable")
+def _search(sorted_values: np.ndarray, queries: np.ndarray, side: str = "left", order=None) -> np.ndarray:
+    """``np.searchsorted``, several times faster on many queries: they are looked up in sorted order
+    (``order``: the queries' sorting permutation, when known)."""
+    order = np.argsort(queries, kind="stable") if order is None else order
     pos = np.empty(len(queries), dtype=np.int64)
     pos[order] = np.searchsorted(sorted_values, queries[order], side=side)
     return pos
@@ -99,9 +101,9 @@ class StreamDeduplicator:
         if self.cfg.near_dedup and sigs is not None:
             rows = np.flatnonzero(codes == clean.KEPT)
             sig = np.ascontiguousarray(np.asarray(sigs, dtype=np.uint64)[rows])
-            drop = self._near(sig)
+            drop, tokens = self._near(sig)
             codes[rows[drop]] = clean.NEAR_DUPLICATE
-            self._index(sig[~drop])
+            self._index(sig[~drop], tokens[~drop])
         return codes
 
     def restore(self, keys: np.ndarray | None, sigs: np.ndarray | None) -> None:
@@ -114,17 +116,18 @@ class StreamDeduplicator:
     def _matches(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a == b).sum(axis=1) >= self.need
 
-    def _near(self, sig: np.ndarray) -> np.ndarray:
-        """Which of these rows (in order) are near duplicates of a kept pair before them."""
+    def _near(self, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of these rows (in order) are near duplicates of a kept pair before them; their band tokens."""
         n, bands = len(sig), len(self.hashranges)
         drop = np.zeros(n, dtype=bool)
-        if n == 0:
-            return drop
         tok = _band_tokens(sig, self.hashranges)
+        if n == 0:
+            return drop, tok
         # candidates among the pairs kept by earlier batches
         flat = tok.reshape(-1)
-        lo = _search(self.tokens, flat, "left")
-        hi = _search(self.tokens, flat, "right")
+        order = np.argsort(flat, kind="stable")
+        lo = _search(self.tokens, flat, "left", order)
+        hi = _search(self.tokens, flat, "right", order)
         hits = hi - lo
         if hits.any():
             query = np.repeat(np.arange(len(flat)) // bands, hits)
@@ -134,7 +137,6 @@ class StreamDeduplicator:
             ok = self._matches(sig[query], self.sigs[cand])
             drop[query[ok]] = True
         # candidates earlier in this batch: rows sharing a band token, decided in input order
-        order = np.argsort(flat, kind="stable")
         sorted_tok, row_of = flat[order], order // bands
         starts = np.flatnonzero(np.concatenate([[True], sorted_tok[1:] != sorted_tok[:-1]]))
         sizes = np.diff(np.append(starts, len(sorted_tok)))
@@ -149,10 +151,10 @@ class StreamDeduplicator:
             earlier = [j for j in sorted(before[i]) if not drop[j]]
             if earlier and self._matches(sig[[i] * len(earlier)], sig[earlier]).any():
                 drop[i] = True
-        return drop
+        return drop, tok
 
-    def _index(self, sig: np.ndarray) -> None:
-        """Add kept pairs to the index."""
+    def _index(self, sig: np.ndarray, tok: np.ndarray | None = None) -> None:
+        """Add kept pairs to the index (``tok``: their band tokens, when known)."""
         if len(sig) == 0:
             return
         if self.n_sigs + len(sig) > len(self.sigs):
@@ -162,7 +164,7 @@ class StreamDeduplicator:
         rows = np.arange(self.n_sigs, self.n_sigs + len(sig), dtype=np.int64)
         self.sigs[rows] = sig
         self.n_sigs += len(sig)
-        tok = _band_tokens(sig, self.hashranges)
+        tok = _band_tokens(sig, self.hashranges) if tok is None else tok
         self.tokens, self.token_rows = _merge_sorted(
             self.tokens, tok.reshape(-1), self.token_rows, np.repeat(rows, len(self.hashranges))
         )
@@ -232,19 +234,22 @@ class StreamEncoder:
         encoded = pc.dictionary_encode(pa.array(keys))
         del keys
         local = encoded.dictionary.to_numpy()
-        pos = _search(self.pair_keys, local)
+        order = np.argsort(local)  # distinct keys: any sort is stable
+        pos = _search(self.pair_keys, local, order=order)
         found = _contains(self.pair_keys, local, pos)
         ids = np.empty(len(local), dtype=np.int32)
         ids[found] = self.pair_ids[pos[found]]
         new = local[~found]
         ids[~found] = np.arange(self.n_pairs, self.n_pairs + len(new), dtype=np.int32)
-        self._add_pairs(new)
+        new_order = np.flatnonzero(~found[order])  # positions in ``order`` of the new keys, still sorted ...
+        rank = np.cumsum(~found) - 1  # ... mapped to their index in ``new``
+        self._add_pairs(new, rank[order[new_order]])
         cand_pair = ids[encoded.indices.to_numpy(zero_copy_only=False)]
         return EncodedBatch(src_ids, src_off, tgt_ids, tgt_off, cand_pair, new_src, new_tgt, new)
 
-    def _add_pairs(self, new: np.ndarray) -> None:
+    def _add_pairs(self, new: np.ndarray, order: np.ndarray | None = None) -> None:
         ids = np.arange(self.n_pairs, self.n_pairs + len(new), dtype=np.int32)
-        self.pair_keys, self.pair_ids = _merge_sorted(self.pair_keys, new, self.pair_ids, ids)
+        self.pair_keys, self.pair_ids = _merge_sorted(self.pair_keys, new, self.pair_ids, ids, order)
         self.pairs.append(new)
         self.n_pairs += len(new)
 

@@ -244,7 +244,7 @@ def build_corpus(
     if finished is not None:
         return StoredCorpus(work, finished["corpus"])
     done = len(work.all("batch"))
-    builder = ex.actor(CorpusBuilder, str(work.path), cfg, on_driver_node=True)
+    builder = ex.actor(CorpusBuilder, str(work.path), cfg)
     try:
         if done:
             ex.get([builder.call("restore", done)])

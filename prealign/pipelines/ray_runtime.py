@@ -7,8 +7,8 @@ no authentication, and by default it listens on the machine's network address. S
 With an address (``auto`` or ``host:port``), the job joins that cluster and leaves it running.
 
 Fault tolerance: tasks are retried (``max_retries``) when their worker or node dies, and Ray rebuilds lost task
-outputs from their lineage. Actors (stateful workers) are not restarted: a call whose actor died raises
-:class:`~prealign.lexicon.executor.WorkerLost`, and the caller moves that actor's state to the others.
+outputs from their lineage. The one kind of actor (a stateful worker) runs on the driver's node and shares its
+fate: it is not restarted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from functools import cache, wraps
 from typing import Any
 
-from prealign.lexicon.executor import WorkerLost
 from prealign.pipelines import faults
 
 LOOPBACK = "127.0.0.1"
@@ -135,29 +134,17 @@ class RayExecutor:
         return ray.put(obj)
 
     def get(self, handles: Sequence[Any]) -> list[Any]:
-        """The values behind ``handles``; :class:`WorkerLost` when an actor died before answering."""
         import ray
 
-        try:
-            return ray.get(list(handles))
-        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-            raise WorkerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        return ray.get(list(handles))
 
-    def actor(self, factory: Callable[..., Any], *args: Any, on_driver_node: bool = False) -> RayActor:
-        """An actor (one CPU, spread over the nodes), or one with no CPU pinned to this process's node."""
+    def actor(self, factory: Callable[..., Any], *args: Any) -> RayActor:
+        """An actor on this process's node (so it can use the driver's files), with no CPU reserved."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if on_driver_node:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            here = ray.get_runtime_context().get_node_id()
-            options: dict[str, Any] = {
-                "num_cpus": 0,
-                "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-            }
-        else:
-            options = {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
-        host = ray.remote(_Host).options(max_restarts=0, max_task_retries=0, **options)
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        host = ray.remote(_Host).options(num_cpus=0, scheduling_strategy=here, max_restarts=0, max_task_retries=0)
         return RayActor(host.remote(factory, *args))
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
