@@ -131,6 +131,42 @@ def test_streamed_encoding_gives_the_whole_corpus_ids(prepared) -> None:
         len(b.cand_pair) for b in later) :])  # fmt: skip
 
 
+def test_batches_prepared_in_tasks_give_what_whole_corpus_functions_give(prepared, tmp_path: Path) -> None:
+    """The tasks' share (band tokens, matches within a batch, each batch encoded on its own) changes nothing:
+    the builder's decisions and ids are those of dedup and encoding over the whole corpus, kept pairs only."""
+    parts, cfg = prepared
+    assert all(p.near is not None and p.local is not None for p in parts)
+    dedup = StreamDeduplicator(cfg)
+    expected = np.concatenate([dedup.add(p.codes, p.keys, p.signatures) for p in parts])
+    work = WorkDir(tmp_path / "w", "f")
+    with work.session():
+        builder = CorpusBuilder(str(work.path), cfg)
+        got = [builder.add(i, p)["reasons"] for i, p in enumerate(parts)]
+        stored = StoredCorpus(work, builder.finish())
+    assert np.sum(got, axis=0).tolist() == np.bincount(expected, minlength=len(clean.REASONS)).tolist()
+    whole = concatenate(parts)
+    rows = pa.array(np.flatnonzero(expected == clean.KEPT))
+    corpus = encode_corpus(whole.src.take(rows), whole.tgt.take(rows))
+    assert 0 < corpus.n_sentences < len(expected)
+    got_range, want = stored.sentence_range(0, corpus.n_sentences), sentence_range(corpus, 0, corpus.n_sentences)
+    for name in ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets", "cand_pair"):
+        np.testing.assert_array_equal(getattr(got_range, name), getattr(want, name), err_msg=name)
+    np.testing.assert_array_equal(stored.pair_src, corpus.pair_src)
+    np.testing.assert_array_equal(stored.pair_tgt, corpus.pair_tgt)
+    assert stored.src_vocab.words.to_pylist() == corpus.src_vocab.words.to_pylist()
+
+
+def test_first_kept_order_is_the_order_of_first_kept_occurrence() -> None:
+    from prealign.lexicon.incremental import first_kept_order
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        ids = pa.array(rng.integers(0, 12, rng.integers(0, 40))).dictionary_encode().indices.to_numpy()
+        keep = rng.random(len(ids)) < 0.6
+        seen = list(dict.fromkeys(ids[keep].tolist()))
+        assert first_kept_order(ids, keep, int(ids.max(initial=-1)) + 1).tolist() == seen
+
+
 def test_stored_corpus_reads_what_the_whole_corpus_holds(prepared, tmp_path: Path) -> None:
     parts, _ = prepared
     work = WorkDir(tmp_path / "w", "f")

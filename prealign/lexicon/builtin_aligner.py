@@ -98,10 +98,10 @@ def _chunk_links(
 
 
 def _normalise(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    totals = np.bincount(groups, weights=values, minlength=n_groups)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = values / totals[groups]
-    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+    totals = np.bincount(groups, weights=values, minlength=n_groups)[groups]
+    out = np.zeros(len(values), dtype=np.float64)  # 0 where a group's total is 0 (its values are 0 too)
+    np.divide(values, totals, out=out, where=totals != 0)
+    return out.astype(np.float32)
 
 
 class _Totals:

@@ -63,10 +63,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 DROP_REASONS = ("empty", "too_short", "too_long", "length_ratio", "duplicate", "near_duplicate")
 REASONS = ("kept", *DROP_REASONS)
@@ -248,6 +248,8 @@ def shingle_hashes(src_words: Words, tgt_words: Words, cfg: CleanConfig) -> tupl
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's permutation parameters (a, b) for the affine64 scheme."""
+    from datasketch import MinHash  # imported when needed: it takes half a second
+
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME).permutations
     return np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(b, dtype=np.uint64)
 
@@ -294,7 +296,10 @@ def _band_shared(sig: np.ndarray, hashranges: Sequence[tuple[int, int]]) -> np.n
     return shared
 
 
-def _lsh_index(cfg: CleanConfig) -> MinHashLSH:
+def _lsh_index(cfg: CleanConfig) -> Any:
+    """datasketch's ``MinHashLSH`` for ``cfg`` (its bands are what the near-duplicate search uses)."""
+    from datasketch import MinHashLSH
+
     try:
         return MinHashLSH(threshold=cfg.minhash_threshold, num_perm=cfg.minhash_perm, weights=LSH_WEIGHTS)
     except ValueError:  # datasketch wants one band for thresholds near 1 but accepts no fewer than two
@@ -317,6 +322,8 @@ def near_duplicate_mask(signatures: np.ndarray, cfg: CleanConfig, keep: np.ndarr
     n = len(sig)
     if keep is not None and len(keep) != n:
         raise ValueError(f"keep has {len(keep)} rows, signatures {n}")
+    from datasketch import LeanMinHash
+
     rows = np.arange(n) if keep is None else np.flatnonzero(keep)
     lsh = _lsh_index(cfg)
     rows = rows[_band_shared(sig[rows], lsh.hashranges)]

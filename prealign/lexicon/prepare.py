@@ -6,13 +6,14 @@ which cross process boundaries without per-string pickling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from prealign.lexicon import clean
 from prealign.lexicon.encode import word_lists
+from prealign.lexicon.incremental import LocalEncoding, NearPrep, encode_local, lsh_bands, min_matches, near_prep
 from prealign.text import Segmenter, SegmenterConfig
 
 
@@ -25,20 +26,31 @@ class Prepared:
     codes: np.ndarray  # uint8 length-filter code per pair (clean.REASONS)
     keys: np.ndarray | None  # exact-dedup key per pair
     signatures: np.ndarray | None  # MinHash signature per pair
+    local: LocalEncoding | None = field(default=None, repr=False)  # the batch encoded on its own
+    near: NearPrep | None = field(default=None, repr=False)  # band tokens and matches within the batch
 
 
 def prepare_batch(
     batch: pa.RecordBatch, src_seg: SegmenterConfig, tgt_seg: SegmenterConfig, cfg: clean.CleanConfig | None
 ) -> Prepared:
-    """Segment one batch; with ``cfg``, also length codes, exact keys and MinHash signatures."""
+    """Segment one batch and encode it on its own; with ``cfg``, also length codes, exact keys, MinHash
+    signatures and what the near-duplicate search can know of the batch alone."""
     src = Segmenter(src_seg).segment_batch(batch.column("src").to_pylist())
     tgt = Segmenter(tgt_seg).segment_batch(batch.column("tgt").to_pylist())
+    src_words, tgt_words = word_lists(src), word_lists(tgt)
+    local = encode_local(src_words, tgt_words)
     if cfg is None:
-        return Prepared(word_lists(src), word_lists(tgt), np.zeros(len(src), np.uint8), None, None)
+        return Prepared(src_words, tgt_words, np.zeros(len(src), np.uint8), None, None, local)
     codes = clean.length_reasons(clean.side_lengths(src), clean.side_lengths(tgt), cfg)
     keys = clean.pair_keys(src, tgt) if cfg.dedup else None
     sig = clean.minhash_signatures(src, tgt, cfg) if cfg.near_dedup else None
-    return Prepared(word_lists(src), word_lists(tgt), codes, keys, sig)
+    near = None
+    if sig is not None:
+        rows = np.flatnonzero(codes == clean.KEPT)
+        if keys is not None:  # a repeated key is a duplicate whatever came before: only its first can match
+            rows = rows[np.sort(np.unique(np.asarray(keys)[rows], return_index=True)[1])]
+        near = near_prep(sig, lsh_bands(cfg), min_matches(cfg), rows)
+    return Prepared(src_words, tgt_words, codes, keys, sig, local, near)
 
 
 def concatenate(parts: list[Prepared]) -> Prepared:

@@ -2,7 +2,8 @@
 
 :class:`CorpusBuilder` runs as a stateful worker on the driver's machine (see
 :mod:`prealign.pipelines.corpus_store`): it takes the prepared batches in input order, removes duplicates,
-encodes the kept pairs and writes each batch to ``batch-NNNNN.npz`` in the work directory, with what a
+encodes the kept pairs (merging the batch's own encoding, made by the task that prepared it, into the
+vocabularies and the pair table) and writes each batch to ``batch-NNNNN.npz`` in the work directory, with what a
 resumed run needs to rebuild its state (the kept pairs' keys and signatures, the words and pairs the batch
 added to the vocabularies).
 """
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from prealign.lexicon import clean
-from prealign.lexicon.incremental import StreamDeduplicator, StreamEncoder
+from prealign.lexicon.incremental import StreamDeduplicator, StreamEncoder, encode_local
 from prealign.lexicon.prepare import Prepared
 from prealign.textio import atomic_write
 
@@ -60,10 +61,12 @@ class CorpusBuilder:
         """Decide, encode and write batch ``index``; returns its counts by reason."""
         if index != len(self.kept):
             raise RuntimeError(f"batch {index} arrived, batch {len(self.kept)} expected")
-        codes = prep.codes if self.dedup is None else self.dedup.add(prep.codes, prep.keys, prep.signatures)
+        codes = prep.codes
+        if self.dedup is not None:
+            codes = self.dedup.add(prep.codes, prep.keys, prep.signatures, prep.near)
         rows = np.flatnonzero(codes == clean.KEPT)
-        take = pa.array(rows)
-        enc = self.encoder.add(prep.src.take(take), prep.tgt.take(take))
+        local = prep.local if prep.local is not None else encode_local(prep.src, prep.tgt)
+        enc = self.encoder.add_local(local, rows)
         arrays = {name: getattr(enc, name) for name in CORPUS_ARRAYS}
         arrays["new_pairs"] = enc.new_pairs
         arrays.update(words_arrays("new_src", enc.new_src), **words_arrays("new_tgt", enc.new_tgt))

@@ -1,11 +1,13 @@
 """The read stage of ``align`` and ``extract-lexicon``, streamed into a work directory, and the corpus it leaves.
 
-The driver reads the input a batch at a time and sends each batch to a task that segments and hashes it.
-Each prepared batch goes, in input order, to the :class:`CorpusBuilder`: a stateful worker pinned to the
-driver's machine (no CPU reserved) that removes duplicates (exact keys, then MinHash near duplicates, with the
-whole-corpus results of :mod:`prealign.lexicon.incremental`), encodes the kept pairs against the vocabularies
-seen so far, and writes them to ``batch-NNNNN.npz`` in the work directory; the driver then journals the batch
-as finished. The driver holds neither the text nor the words nor the dedup state: a few batches in flight.
+The driver reads the input a batch at a time and sends each batch to a task that segments and hashes it,
+and does what needs no state: the batch's own dictionary encoding, its LSH band tokens, the near-duplicate
+matches within it. Each prepared batch goes, in input order, to the :class:`CorpusBuilder`: a stateful worker
+pinned to the driver's machine (no CPU reserved) that removes duplicates (exact keys, then MinHash near
+duplicates, with the whole-corpus results of :mod:`prealign.lexicon.incremental`), merges the kept pairs'
+words and word pairs into the vocabularies and the pair table, and writes them to ``batch-NNNNN.npz`` in the
+work directory; the driver then journals the batch as finished. The driver holds neither the text nor the
+words nor the dedup state: a few batches in flight.
 
 :class:`StoredCorpus` is the result, a :class:`~prealign.lexicon.builtin_aligner.CorpusSource`: the
 vocabularies and the pair table in memory (O(vocabulary)), sentence ranges read from the batch files when

@@ -1,11 +1,12 @@
 """The ``align`` and ``extract-lexicon`` jobs: pure lexicon functions composed over Ray tasks.
 
-Stages: read the input in batches (driver, streaming) -> segment, measure and hash each batch (parallel
-tasks) -> exact and near-duplicate removal and dictionary encoding, in input order, into batch files of a work
-directory (a stateful worker on the driver's machine; :mod:`prealign.pipelines.corpus_store`) -> EM over
-fixed-size sentence chunks (parallel tasks, summed in chunk order, parameters saved after each iteration) ->
-decoding and symmetrisation per chunk (parallel tasks) -> counting aligned word pairs -> scoring -> atomic
-writes. Nothing is written beside the output until every input record has been read and checked.
+Stages: read the input in batches (driver, streaming) -> segment, measure, hash and encode each batch on its
+own (parallel tasks) -> exact and near-duplicate removal and the merge into the vocabularies, in input order,
+into batch files of a work directory (a stateful worker on the driver's machine;
+:mod:`prealign.pipelines.corpus_store`) -> EM over fixed-size sentence chunks (parallel tasks, summed in chunk
+order, parameters saved after each iteration) -> decoding and symmetrisation per chunk (parallel tasks) ->
+counting aligned word pairs -> scoring -> atomic writes. Nothing is written beside the output until every
+input record has been read and checked.
 
 The work directory (``OUTPUT.work``) makes the job resumable: killed at any point and started again with the
 same arguments, it skips what its journal records as finished (read batches, the corpus, EM iterations) and
