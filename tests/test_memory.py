@@ -191,7 +191,30 @@ def test_stored_corpus_reads_what_the_whole_corpus_holds(prepared, tmp_path: Pat
         keys = np.unique(link_keys(sent, i, j))
         from prealign.pipelines.extract import count_pairs
 
-        assert stored.count_pairs(keys).equals(count_pairs(corpus, keys))
+        assert stored.count_pairs([keys]).equals(count_pairs(corpus, keys))
+        shuffled = rng.permutation(keys)  # in parts of any order and size, as the chunks' links come
+        assert stored.count_pairs(np.array_split(shuffled, 7)).equals(count_pairs(corpus, keys))
         loaded = stored.load()
         np.testing.assert_array_equal(loaded.cand_offsets, corpus.cand_offsets)
         assert loaded.src_vocab.words.equals(pa.array(corpus.src_vocab.words.to_pylist(), pa.large_string()))
+
+
+def test_links_written_part_by_part_equal_the_whole_corpus_file(tmp_path: Path) -> None:
+    from prealign.lexicon.links import write_pharaoh
+    from prealign.lexicon.symmetrize import sentence_links
+    from prealign.pipelines.corpus_store import write_links
+
+    rng = np.random.default_rng(3)
+    n = 700  # sentences, some without links, the last ones too
+    sent = np.sort(rng.choice(n - 40, size=1500))
+    keys = np.unique((sent << 32) | (rng.integers(0, 30, len(sent)) << 16) | rng.integers(0, 30, len(sent)))
+    write_pharaoh(sentence_links(keys, n), tmp_path / "whole.txt")
+    cuts = np.searchsorted(keys, np.array([0, 100, 101, 350, n], dtype=np.int64) << 32)
+    parts = [rng.permutation(keys[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]  # one part empty
+    assert write_links(iter(parts), n, tmp_path / "parts.txt") == len(keys)
+    assert (tmp_path / "parts.txt").read_bytes() == (tmp_path / "whole.txt").read_bytes()
+    assert {p.name for p in tmp_path.iterdir()} == {"whole.txt", "parts.txt"}  # no scratch file left
+    with pytest.raises(RuntimeError, match="after sentence"):
+        write_links(iter([parts[2], parts[0]]), n, tmp_path / "bad.txt")
+    assert not (tmp_path / "bad.txt").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"whole.txt", "parts.txt"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,25 +175,24 @@ class StoredCorpus:
             self.pair_tgt,
         )
 
-    def count_pairs(self, keys: np.ndarray) -> pl.DataFrame:
-        """Aligned word pairs with how often they were linked (columns src, tgt, count), a batch at a time:
-        besides ``keys``, memory holds one batch and the distinct pairs."""
-        keys = keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
+    def count_pairs(self, parts: Iterable[np.ndarray]) -> pl.DataFrame:
+        """Aligned word pairs with how often they were linked (columns src, tgt, count), from link keys given
+        in parts (any order), a batch at a time: memory holds one part, one batch and the distinct pairs."""
         width = max(len(self.tgt_vocab), 1)
-        bounds = np.searchsorted(keys, self.starts.astype(np.int64) << 32)
         uniq, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        for b in range(len(self.kept)):
-            if bounds[b + 1] == bounds[b]:
-                continue
-            sent, i, j = split_keys(keys[bounds[b] : bounds[b + 1]])
-            a = self._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
-            s = sent - self.starts[b]
-            s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
-            t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
-            u, c = sorted_unique_counts(s_word * width + t_word)
-            both, where = np.unique(np.concatenate([uniq, u]), return_inverse=True)
-            counts = np.bincount(where, weights=np.concatenate([counts, c]), minlength=len(both)).astype(np.int64)
-            uniq = both
+        for keys in parts:
+            keys = _sorted(keys)
+            bounds = np.searchsorted(keys, self.starts.astype(np.int64) << 32)
+            for b in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+                sent, i, j = split_keys(keys[bounds[b] : bounds[b + 1]])
+                a = self._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
+                s = sent - self.starts[b]
+                s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
+                t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
+                u, c = sorted_unique_counts(s_word * width + t_word)
+                both, where = np.unique(np.concatenate([uniq, u]), return_inverse=True)
+                counts = np.bincount(where, weights=np.concatenate([counts, c]), minlength=len(both)).astype(np.int64)
+                uniq = both
         return pl.DataFrame(
             {
                 "src": self.src_vocab.lookup(uniq // width),
@@ -204,22 +203,59 @@ class StoredCorpus:
         )
 
 
-def write_links(keys: np.ndarray, n_sentences: int, path: Path, step: int = 1 << 16) -> None:
-    """Pharaoh links, one line per sentence (what :func:`~prealign.lexicon.links.write_pharaoh` writes), built
-    ``step`` sentences at a time into a temporary file renamed into place."""
-    keys = keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
+def _sorted(keys: np.ndarray) -> np.ndarray:
+    return keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
+
+
+class LinksWriter:
+    """Pharaoh links, one line per sentence (what :func:`~prealign.lexicon.links.write_pharaoh` writes), from
+    link keys given part by part in sentence order (each part's sentences after the previous part's), written
+    ``step`` sentences at a time to ``fh``; :meth:`finish` writes the empty lines of the sentences left."""
+
+    def __init__(self, fh: Any, path: Path, n_sentences: int, step: int = 1 << 16) -> None:
+        self.fh, self.n_sentences, self.step = fh, n_sentences, step
+        self.scratch = path.with_name(f".{path.name}.lines")
+        self.next = 0  # the first sentence not written yet
+
+    def add(self, keys: np.ndarray) -> None:
+        keys = _sorted(keys)
+        if len(keys) == 0:
+            return
+        if int(keys[0] >> 32) < self.next:
+            raise RuntimeError(f"links of sentence {int(keys[0] >> 32)} after sentence {self.next - 1} was written")
+        self._write(keys, int(keys[-1] >> 32) + 1)
+
+    def finish(self) -> None:
+        self._write(np.zeros(0, np.int64), self.n_sentences)
+
+    def _write(self, keys: np.ndarray, stop: int) -> None:
+        for start in range(self.next, stop, self.step):
+            end = min(start + self.step, stop)
+            lo, hi = np.searchsorted(keys, np.array([start, end], dtype=np.int64) << 32)
+            write_pharaoh(sentence_links(keys[lo:hi] - (np.int64(start) << 32), end - start), self.scratch)
+            self.fh.write(self.scratch.read_bytes())
+        self.next = max(self.next, stop)
+
+
+def write_links(parts: Iterable[np.ndarray], n_sentences: int, path: Path) -> int:
+    """Pharaoh links of ``n_sentences`` sentences from parts in sentence order (see :class:`LinksWriter`),
+    into a temporary file renamed into place; returns how many links."""
     path = Path(path)
-    part = path.with_name(f".{path.name}.part")
+    total = 0
 
     def write(fh: Any) -> None:
-        for start in range(0, n_sentences, step):
-            stop = min(start + step, n_sentences)
-            lo, hi = np.searchsorted(keys, np.array([start, stop], dtype=np.int64) << 32)
-            write_pharaoh(sentence_links(keys[lo:hi] - (np.int64(start) << 32), stop - start), part)
-            fh.write(part.read_bytes())
-        part.unlink(missing_ok=True)
+        nonlocal total
+        writer = LinksWriter(fh, path, n_sentences)
+        try:
+            for keys in parts:
+                writer.add(keys)
+                total += len(keys)
+            writer.finish()
+        finally:
+            writer.scratch.unlink(missing_ok=True)
 
     atomic_write(path, write)
+    return total
 
 
 def reason_totals(work: WorkDir) -> dict[str, int]:

@@ -131,8 +131,33 @@ def _symmetrize_chunk(links: tuple[np.ndarray, np.ndarray], method: Method) -> n
     return symmetrize(links[0], links[1], method)
 
 
-def _align(corpus: EncodedCorpus, job: AlignJob, ex: Executor, bar: Progress) -> tuple[np.ndarray, dict[str, Any]]:
-    """Link keys of the whole corpus, symmetrised, and the aligner's description and stats."""
+class Links:
+    """The symmetrised link keys of the corpus, one part per chunk, left where the tasks made them (executor
+    handles) and fetched a part at a time, so that the driver never holds them all. ``in_order``: each part's
+    sentences come after the previous part's (the built-in aligner's chunks), so the links file can be
+    written as they come; other aligners' parts are gathered and sorted first."""
+
+    def __init__(self, ex: Executor, handles: list[Any], in_order: bool) -> None:
+        self.ex, self.handles, self.in_order = ex, handles, in_order
+        self.total = 0  # how many links, once a pass over the parts has ended
+
+    def parts(self) -> Iterator[np.ndarray]:
+        total = 0
+        for handle in self.handles:
+            keys = self.ex.get([handle])[0]
+            total += len(keys)
+            yield keys
+        self.total = total
+
+    def in_sentence_order(self) -> Iterator[np.ndarray]:
+        if self.in_order:
+            yield from self.parts()
+        else:
+            yield np.sort(np.concatenate([np.zeros(0, np.int64), *self.parts()]))
+
+
+def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, bar: Progress) -> tuple[Links, dict]:
+    """The corpus's links, symmetrised, and the aligner's description and stats."""
     from prealign.lexicon.aligners import make_aligner
     from prealign.pipelines.neural_actors import pool_for
 
@@ -141,9 +166,9 @@ def _align(corpus: EncodedCorpus, job: AlignJob, ex: Executor, bar: Progress) ->
     total = aligner.steps(corpus)
     with bar.stage(stage, total=total) as tick:
         out = aligner.align(corpus, ex, pool_for(aligner, ex), progress=lambda _msg: tick())
-    parts = ex.map(_symmetrize_chunk, [(h, job.symmetrize) for h in out.parts])
-    keys = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return keys, {"name": aligner.name, "config": aligner.describe(), **out.stats}
+    handles = ex.map_handles(_symmetrize_chunk, [(h, job.symmetrize) for h in out.parts])
+    links = Links(ex, handles, in_order=aligner.name == "builtin")
+    return links, {"name": aligner.name, "config": aligner.describe(), **out.stats}
 
 
 def align(job: AlignJob, output: Path) -> dict[str, Any]:
@@ -157,11 +182,11 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     started = time.perf_counter()
     with executor_for(job.ray_address, job.workers) as ex:
         corpus = _read_corpus(job, ex, None, work, bar)
-        keys, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
-    write_links(keys, corpus.n_sentences, output)
+        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
+        n_links = write_links(links.in_sentence_order(), corpus.n_sentences, output)
     return {
         "pairs": corpus.n_sentences,
-        "links": int(len(keys)),
+        "links": n_links,
         "symmetrize": job.symmetrize,
         "aligner": aligner,
         "seconds": round(time.perf_counter() - started, 2),
@@ -172,7 +197,7 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
 def count_pairs(corpus: EncodedCorpus | StoredCorpus, keys: np.ndarray) -> pl.DataFrame:
     """Aligned word pairs with how often they were linked: columns src, tgt, count."""
     if isinstance(corpus, StoredCorpus):
-        return corpus.count_pairs(keys)
+        return corpus.count_pairs([keys])
     sent, i, j = split_keys(keys)
     s_word = corpus.src_ids[corpus.src_offsets[sent] + i].astype(np.int64)
     t_word = corpus.tgt_ids[corpus.tgt_offsets[sent] + j].astype(np.int64)
@@ -211,39 +236,39 @@ def _extract(job: ExtractJob, work: WorkDir) -> dict[str, Any]:
         if pairs["kept"] == 0:
             raise InputError("no sentence pair left after cleaning: " + json.dumps(pairs), job.data.describe())
         t = time.perf_counter()
-        keys, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
+        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
         timings["align"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with bar.stage("score + write"):
-        lexicon = score_pairs(count_pairs(corpus, keys), config=job.lexicon)
-        stats = {
-            "input": job.data.describe(),
-            "pairs": pairs,
-            "aligned_pairs": corpus.n_sentences,
-            "src_vocab": len(corpus.src_vocab),
-            "tgt_vocab": len(corpus.tgt_vocab),
-            "links": int(len(keys)),
-            "lexicon_entries": lexicon.height,
-            "lexicon_src_words": lexicon["src"].n_unique(),
-            "aligner": aligner,
-        }
-        metadata = {
-            "tool": "prealign-data",
-            "version": __version__,
-            "src_lang": job.src_lang,
-            "tgt_lang": job.tgt_lang,
-            "aligner": aligner["name"],
-            "aligner_config": aligner["config"],
-            "symmetrize": job.symmetrize,
-            "clean": asdict(job.clean),
-            "lexicon_filters": asdict(job.lexicon),
-            "corpus_pairs": stats["pairs"]["input"],
-            "aligned_pairs": corpus.n_sentences,
-        }
-        if job.links_output is not None:
-            write_links(keys, corpus.n_sentences, job.links_output)
-        write_lexicon(lexicon, job.output, metadata)
-    timings["score_write"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with bar.stage("score + write"):
+            lexicon = score_pairs(corpus.count_pairs(links.parts()), config=job.lexicon)
+            if job.links_output is not None:
+                write_links(links.in_sentence_order(), corpus.n_sentences, job.links_output)
+            stats = {
+                "input": job.data.describe(),
+                "pairs": pairs,
+                "aligned_pairs": corpus.n_sentences,
+                "src_vocab": len(corpus.src_vocab),
+                "tgt_vocab": len(corpus.tgt_vocab),
+                "links": links.total,
+                "lexicon_entries": lexicon.height,
+                "lexicon_src_words": lexicon["src"].n_unique(),
+                "aligner": aligner,
+            }
+            metadata = {
+                "tool": "prealign-data",
+                "version": __version__,
+                "src_lang": job.src_lang,
+                "tgt_lang": job.tgt_lang,
+                "aligner": aligner["name"],
+                "aligner_config": aligner["config"],
+                "symmetrize": job.symmetrize,
+                "clean": asdict(job.clean),
+                "lexicon_filters": asdict(job.lexicon),
+                "corpus_pairs": stats["pairs"]["input"],
+                "aligned_pairs": corpus.n_sentences,
+            }
+            write_lexicon(lexicon, job.output, metadata)
+            timings["score_write"] = time.perf_counter() - t
     stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     stats["seconds"]["total"] = round(time.perf_counter() - started, 2)
     atomic_write_text(stats_path(job.output), json.dumps(stats, indent=2) + "\n")
