@@ -96,10 +96,9 @@ def format_pharaoh(links: np.ndarray | Sequence[Sequence[int]]) -> str:
     return " ".join(f"{i}-{j}" for i, j in normalize_links(links).tolist())
 
 
-def write_pharaoh(all_links: Sequence[np.ndarray], path: str | os.PathLike) -> None:
-    """Write one Pharaoh line per sentence (0-indexed ``i-j``, sorted, unique); a sentence without links is an
-    empty line. Atomic: a temporary file in the same directory, then ``os.replace``."""
-    path = Path(path)
+def pharaoh_text(all_links: Sequence[np.ndarray]) -> str:
+    """One Pharaoh line per sentence (0-indexed ``i-j``, sorted, unique), each ending in a newline; a sentence
+    without links is an empty line."""
     sent, flat = _flatten(all_links)
     sent, i, j = _sort_unique(sent, flat[:, 0], flat[:, 1])
     lines = pl.Series("line", [""] * len(all_links), dtype=pl.String)
@@ -110,8 +109,13 @@ def write_pharaoh(all_links: Sequence[np.ndarray], path: str | os.PathLike) -> N
             .agg(pl.format("{}-{}", "i", "j").str.join(" ").alias("line"))
         )
         lines = lines.scatter(per_sentence["s"], per_sentence["line"])
-    text = lines.str.join("\n").item() + "\n" if len(lines) else ""
-    atomic_write_text(path, text)
+    return lines.str.join("\n").item() + "\n" if len(lines) else ""
+
+
+def write_pharaoh(all_links: Sequence[np.ndarray], path: str | os.PathLike) -> None:
+    """Write :func:`pharaoh_text` of ``all_links``. Atomic: a temporary file in the same directory, then
+    ``os.replace``."""
+    atomic_write_text(Path(path), pharaoh_text(all_links))
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -36,7 +36,7 @@ from prealign.lexicon.corpus import read_parallel
 from prealign.lexicon.encode import EncodedCorpus, Vocab
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.hmm import Params
-from prealign.lexicon.links import write_pharaoh
+from prealign.lexicon.links import pharaoh_text
 from prealign.lexicon.prepare import Prepared, prepare_batch
 from prealign.lexicon.symmetrize import sentence_links, split_keys
 from prealign.pipelines import faults
@@ -176,45 +176,62 @@ class StoredCorpus:
         )
 
     def count_pairs(self, parts: Iterable[np.ndarray]) -> pl.DataFrame:
-        """Aligned word pairs with how often they were linked (columns src, tgt, count), from link keys given
-        in parts (any order), a batch at a time: memory holds one part, one batch and the distinct pairs."""
-        width = max(len(self.tgt_vocab), 1)
-        uniq, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        """Aligned word pairs with how often they were linked (see :class:`PairCounts`)."""
+        counts = PairCounts(self)
         for keys in parts:
-            keys = _sorted(keys)
-            bounds = np.searchsorted(keys, self.starts.astype(np.int64) << 32)
-            for b in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
-                sent, i, j = split_keys(keys[bounds[b] : bounds[b + 1]])
-                a = self._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
-                s = sent - self.starts[b]
-                s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
-                t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
-                u, c = sorted_unique_counts(s_word * width + t_word)
-                both, where = np.unique(np.concatenate([uniq, u]), return_inverse=True)
-                counts = np.bincount(where, weights=np.concatenate([counts, c]), minlength=len(both)).astype(np.int64)
-                uniq = both
-        return pl.DataFrame(
-            {
-                "src": self.src_vocab.lookup(uniq // width),
-                "tgt": self.tgt_vocab.lookup(uniq % width),
-                "count": counts,
-            },
-            schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
-        )
+            counts.add(keys)
+        return counts.frame()
 
 
 def _sorted(keys: np.ndarray) -> np.ndarray:
     return keys if np.all(keys[1:] >= keys[:-1]) else np.sort(keys)
 
 
-class LinksWriter:
-    """Pharaoh links, one line per sentence (what :func:`~prealign.lexicon.links.write_pharaoh` writes), from
-    link keys given part by part in sentence order (each part's sentences after the previous part's), written
-    ``step`` sentences at a time to ``fh``; :meth:`finish` writes the empty lines of the sentences left."""
+class PairCounts:
+    """The word pairs of a stored corpus's links and how often each was linked, from link keys added a part
+    at a time (any order), read a batch at a time: memory holds one part, one batch and the distinct pairs."""
 
-    def __init__(self, fh: Any, path: Path, n_sentences: int, step: int = 1 << 16) -> None:
+    def __init__(self, corpus: StoredCorpus) -> None:
+        self.corpus = corpus
+        self.width = max(len(corpus.tgt_vocab), 1)
+        self.bounds = corpus.starts.astype(np.int64) << 32  # the first key of each batch
+        self.uniq, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    def add(self, keys: np.ndarray) -> None:
+        keys = _sorted(keys)
+        at = np.searchsorted(keys, self.bounds)
+        for b in np.flatnonzero(at[1:] > at[:-1]).tolist():
+            sent, i, j = split_keys(keys[at[b] : at[b + 1]])
+            a = self.corpus._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
+            s = sent - self.corpus.starts[b]
+            s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
+            t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
+            u, c = sorted_unique_counts(s_word * self.width + t_word)
+            both, where = np.unique(np.concatenate([self.uniq, u]), return_inverse=True)
+            weights = np.concatenate([self.counts, c])
+            self.counts = np.bincount(where, weights=weights, minlength=len(both)).astype(np.int64)
+            self.uniq = both
+
+    def frame(self) -> pl.DataFrame:
+        """Columns src, tgt, count."""
+        corpus = self.corpus
+        return pl.DataFrame(
+            {
+                "src": corpus.src_vocab.lookup(self.uniq // self.width),
+                "tgt": corpus.tgt_vocab.lookup(self.uniq % self.width),
+                "count": self.counts,
+            },
+            schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
+        )
+
+
+class LinksWriter:
+    """Pharaoh links, one line per sentence (:func:`~prealign.lexicon.links.pharaoh_text`), from link keys
+    given part by part in sentence order (each part's sentences after the previous part's), written ``step``
+    sentences at a time to ``fh``; :meth:`finish` writes the empty lines of the sentences left."""
+
+    def __init__(self, fh: Any, n_sentences: int, step: int = 1 << 16) -> None:
         self.fh, self.n_sentences, self.step = fh, n_sentences, step
-        self.scratch = path.with_name(f".{path.name}.lines")
         self.next = 0  # the first sentence not written yet
 
     def add(self, keys: np.ndarray) -> None:
@@ -232,27 +249,23 @@ class LinksWriter:
         for start in range(self.next, stop, self.step):
             end = min(start + self.step, stop)
             lo, hi = np.searchsorted(keys, np.array([start, end], dtype=np.int64) << 32)
-            write_pharaoh(sentence_links(keys[lo:hi] - (np.int64(start) << 32), end - start), self.scratch)
-            self.fh.write(self.scratch.read_bytes())
+            text = pharaoh_text(sentence_links(keys[lo:hi] - (np.int64(start) << 32), end - start))
+            self.fh.write(text.encode("utf-8"))
         self.next = max(self.next, stop)
 
 
 def write_links(parts: Iterable[np.ndarray], n_sentences: int, path: Path) -> int:
     """Pharaoh links of ``n_sentences`` sentences from parts in sentence order (see :class:`LinksWriter`),
     into a temporary file renamed into place; returns how many links."""
-    path = Path(path)
     total = 0
 
     def write(fh: Any) -> None:
         nonlocal total
-        writer = LinksWriter(fh, path, n_sentences)
-        try:
-            for keys in parts:
-                writer.add(keys)
-                total += len(keys)
-            writer.finish()
-        finally:
-            writer.scratch.unlink(missing_ok=True)
+        writer = LinksWriter(fh, n_sentences)
+        for keys in parts:
+            writer.add(keys)
+            total += len(keys)
+        writer.finish()
 
     atomic_write(path, write)
     return total

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +38,14 @@ from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.prepare import prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
 from prealign.lexicon.symmetrize import Method, split_keys, symmetrize
-from prealign.pipelines.corpus_store import StoredCorpus, build_corpus, reason_totals, work_dir_for, write_links
+from prealign.pipelines.corpus_store import (
+    PairCounts,
+    StoredCorpus,
+    build_corpus,
+    reason_totals,
+    work_dir_for,
+    write_links,
+)
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import executor_for
 from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint
@@ -132,13 +139,12 @@ def _symmetrize_chunk(links: tuple[np.ndarray, np.ndarray], method: Method) -> n
 
 
 class Links:
-    """The symmetrised link keys of the corpus, one part per chunk, left where the tasks made them (executor
-    handles) and fetched a part at a time, so that the driver never holds them all. ``in_order``: each part's
-    sentences come after the previous part's (the built-in aligner's chunks), so the links file can be
-    written as they come; other aligners' parts are gathered and sorted first."""
+    """The symmetrised link keys of the corpus, one part per chunk in sentence order (the built-in aligner's
+    chunks; the other aligners return one part), left where the tasks made them (executor handles) and fetched
+    a part at a time, so that the driver never holds them all."""
 
-    def __init__(self, ex: Executor, handles: list[Any], in_order: bool) -> None:
-        self.ex, self.handles, self.in_order = ex, handles, in_order
+    def __init__(self, ex: Executor, handles: list[Any]) -> None:
+        self.ex, self.handles = ex, handles
         self.total = 0  # how many links, once a pass over the parts has ended
 
     def parts(self) -> Iterator[np.ndarray]:
@@ -149,11 +155,12 @@ class Links:
             yield keys
         self.total = total
 
-    def in_sentence_order(self) -> Iterator[np.ndarray]:
-        if self.in_order:
-            yield from self.parts()
-        else:
-            yield np.sort(np.concatenate([np.zeros(0, np.int64), *self.parts()]))
+
+def _passing(parts: Iterable[np.ndarray], func: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
+    """``parts``, each handed to ``func`` on its way."""
+    for keys in parts:
+        func(keys)
+        yield keys
 
 
 def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, bar: Progress) -> tuple[Links, dict]:
@@ -167,7 +174,7 @@ def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, ba
     with bar.stage(stage, total=total) as tick:
         out = aligner.align(corpus, ex, pool_for(aligner, ex), progress=lambda _msg: tick())
     handles = ex.map_handles(_symmetrize_chunk, [(h, job.symmetrize) for h in out.parts])
-    links = Links(ex, handles, in_order=aligner.name == "builtin")
+    links = Links(ex, handles)
     return links, {"name": aligner.name, "config": aligner.describe(), **out.stats}
 
 
@@ -183,7 +190,7 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     with executor_for(job.ray_address, job.workers) as ex:
         corpus = _read_corpus(job, ex, None, work, bar)
         links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
-        n_links = write_links(links.in_sentence_order(), corpus.n_sentences, output)
+        n_links = write_links(links.parts(), corpus.n_sentences, output)
     return {
         "pairs": corpus.n_sentences,
         "links": n_links,
@@ -240,9 +247,13 @@ def _extract(job: ExtractJob, work: WorkDir) -> dict[str, Any]:
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
         with bar.stage("score + write"):
-            lexicon = score_pairs(corpus.count_pairs(links.parts()), config=job.lexicon)
-            if job.links_output is not None:
-                write_links(links.in_sentence_order(), corpus.n_sentences, job.links_output)
+            counts = PairCounts(corpus)
+            if job.links_output is None:
+                for keys in links.parts():
+                    counts.add(keys)
+            else:  # one pass over the links for both
+                write_links(_passing(links.parts(), counts.add), corpus.n_sentences, job.links_output)
+            lexicon = score_pairs(counts.frame(), config=job.lexicon)
             stats = {
                 "input": job.data.describe(),
                 "pairs": pairs,
