@@ -163,18 +163,30 @@ class TwoNodes:
         self.ports[proc.pid] = port
         want = [str(self.ports[p.pid]) for p in self.nodes if p.poll() is None]
         wait = [sys.executable, "-c", WAIT_FOR_NODES, self.address, "120", *want]
-        done = subprocess.run(wait, env=self.env, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0 or proc.poll() is not None:
+        stdout, stderr = self.wait_while_alive(proc, wait)
+        if proc.poll() is not None or stdout is None:
             code = proc.poll()
             self.kill_node(proc)  # not left to confuse the next node's wait
             raise AssertionError(
-                f"the {name} node never joined: {done.stderr[-3000:]}\n"
+                f"the {name} node never joined: {stderr[-3000:]}\n"
                 f"its `ray start` exit code: {code}; its log ends:\n{self.log_tail(name)}"
             )
-        found = re.findall(r"^NODES (.*)$", done.stdout, re.MULTILINE)
+        found = re.findall(r"^NODES (.*)$", stdout, re.MULTILINE)
         self.alive = {port: worker_node for port, worker_node in json.loads(found[-1])}
         self.check_loopback()
         return proc
+
+    def wait_while_alive(self, node: subprocess.Popen[bytes], wait: list[str]) -> tuple[str | None, str]:
+        """Run the ``wait`` command; give up at once when the node's ``ray start`` ends first (its own error is
+        in its log), instead of waiting out the command's timeout. Returns (stdout or None on failure, stderr)."""
+        waiter = subprocess.Popen(wait, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while waiter.poll() is None and node.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if waiter.poll() is None:
+            waiter.kill()
+        stdout, stderr = waiter.communicate()
+        return (stdout if waiter.returncode == 0 else None), stderr
 
     def kill_node(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a node's ``ray start`` and every process under it."""
