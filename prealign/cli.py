@@ -11,13 +11,30 @@ from typing import Any
 import click
 
 from prealign import __version__
-from prealign.errors import InputError
+from prealign.errors import InputError, disk_full
 
 F = Callable[..., Any]
 
 
 class Group(click.Group):
-    """Turns bad input into one line on stderr and exit code 2."""
+    """Turns bad input, usage errors and a full disk into one line on stderr and exit code 2."""
+
+    def main(
+        self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, **extra: Any
+    ) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            click.echo(f"error: {usage_line(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -25,9 +42,24 @@ class Group(click.Group):
         except InputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            click.echo(f"error: {full}", err=True)
+            sys.exit(2)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def usage_line(exc: click.UsageError) -> str:
+    """A click usage error as one line: the command, the message, where help is."""
+    command = exc.ctx.command_path if exc.ctx is not None else "prealign-data"
+    message = " ".join(exc.format_message().split())
+    return f"{command}: {message} (see '{command} --help')"
+
+
+@click.group(
+    "prealign-data", cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="prealign-data")
 def main() -> None:
     """Bilingual lexicons, code-switched shards and PreAlign models from parallel text.
@@ -268,6 +300,7 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--min-rev-prob", default=0.0, show_default=True, help="Minimum p(src|tgt).")
 @click.option("--top-k", default=0, show_default=True, help="Keep the k best translations per word (0: all).")
 @click.option("--keep-non-words", is_flag=True, help="Keep punctuation and numbers in the lexicon.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing lexicon (or --links) that another run wrote.")
 @click.option(
     "--score",
     type=click.Choice(["lower-bound", "geometric"]),
@@ -281,7 +314,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
     Input: PAIRS (`src ||| tgt` lines, TSV, Parquet, Arrow or JSONL; .gz/.zst ok) or --src/--tgt
     line-aligned files. Pairs are cleaned and deduplicated, words aligned both ways and symmetrised, and
     aligned word pairs counted and scored. Writes the lexicon and OUTPUT.stats.json (every input pair
-    counted as kept or dropped by reason).
+    counted as kept or dropped by reason). Run again with the same inputs and options, it does nothing.
     """
     from prealign.lexicon.clean import CleanConfig
     from prealign.lexicon.score import LexiconConfig
@@ -312,6 +345,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
     fields = _job_fields(kw)
     job = ExtractJob(
         **fields,
+        overwrite=kw["overwrite"],
         output=kw["output"],
         clean=cleaning,
         lexicon=lexicon,
@@ -322,6 +356,9 @@ def extract_lexicon_cmd(**kw: Any) -> None:
     stats = extract_lexicon(job)
     from prealign.pipelines.report import extract_summary
 
+    if stats.get("already_done"):
+        click.echo(f"extract-lexicon: already done (same inputs and options) -> {job.output}")
+        return
     click.echo(extract_summary(stats, job.output))
     if too_long_line(stats["aligner"]):
         click.echo(too_long_line(stats["aligner"]))
@@ -331,21 +368,32 @@ def extract_lexicon_cmd(**kw: Any) -> None:
 @input_options
 @aligner_options("grow-diag-final-and")
 @click.option("-o", "--output", type=existing, required=True, help="Links file (Pharaoh i-j, 0-indexed).")
+@click.option(
+    "--max-words",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Leave a pair with a side longer than this unaligned (an empty line; counted in the summary).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing links file that another run wrote.")
 def align_cmd(**kw: Any) -> None:
-    """Word-align parallel text: one line of `i-j` links per input pair, in input order (no cleaning)."""
-    from prealign.pipelines.extract import AlignJob, align
+    """Word-align parallel text: one line of `i-j` links per input pair, in input order (no cleaning).
 
-    output = kw.pop("output")
+    Also writes OUTPUT.stats.json (what the run did); run again with the same inputs and options, it does
+    nothing.
+    """
+    from prealign.pipelines.extract import AlignJob, align
+    from prealign.pipelines.report import align_summary
+
+    output, max_words, overwrite = kw.pop("output"), kw.pop("max_words"), kw.pop("overwrite")
     fields = _job_fields(kw)
-    summary = align(AlignJob(**fields), output)
-    aligner = summary["aligner"]
-    how = aligner["config"].get("method", summary["symmetrize"])
-    if aligner["name"] != "builtin":
-        how = f"{aligner['name']}, {how}"
-    seconds = summary["seconds"]
-    click.echo(f"aligned {summary['pairs']:,} pairs: {summary['links']:,} links ({how}) in {seconds} s -> {output}")
-    if too_long_line(aligner):
-        click.echo(too_long_line(aligner))
+    summary = align(AlignJob(**fields, max_words=max_words, overwrite=overwrite), output)
+    if summary.get("already_done"):
+        click.echo(f"align: already done (same inputs and options) -> {output}")
+        return
+    click.echo(align_summary(summary, output))
+    if too_long_line(summary["aligner"]):
+        click.echo(too_long_line(summary["aligner"]))
 
 
 @main.command("eval-align")
@@ -359,21 +407,25 @@ def align_cmd(**kw: Any) -> None:
     help="Gold indexing; auto: 1-based unless some index is 0.",
 )
 @click.option("--one-indexed", is_flag=True, help="LINKS are 1-indexed.")
+@click.option(
+    "--pairs",
+    type=existing,
+    help="The aligned sentence pairs (`src ||| tgt`, TSV, ...): warn when a link lies past a sentence's "
+    "whitespace tokens (links made on another tokenisation than the gold's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_align_cmd(links: Path, gold: Path, gold_index: str, one_indexed: bool, as_json: bool) -> None:
+def eval_align_cmd(links: Path, gold: Path, gold_index: str, one_indexed: bool, pairs: Path, as_json: bool) -> None:
     """Alignment error rate, precision and recall of LINKS against gold links.
 
     When LINKS has more lines than the gold, only the first lines are scored (the standard setting aligns
-    the gold pairs first, then extra data).
+    the gold pairs first, then extra data). Gold indices count the gold's whitespace tokens: align the gold
+    pairs with --pretokenized (a warning on stderr says when LINKS does not fit them).
     """
-    from prealign.lexicon.evaluate import alignment_scores
-    from prealign.lexicon.links import read_gold, read_pharaoh
+    from prealign.pipelines.report import evaluate_alignment_files
 
-    sure, possible = read_gold(gold, "auto" if gold_index == "auto" else int(gold_index))
-    pred = read_pharaoh(links, one_indexed=one_indexed)
-    if len(pred) < len(sure):
-        raise InputError(f"{len(pred)} link lines but the gold has {len(sure)}", links)
-    scores = alignment_scores(pred, sure, possible)
+    scores, warning = evaluate_alignment_files(links, gold, gold_index, one_indexed, pairs)
+    if warning:
+        click.echo(warning, err=True)
     if as_json:
         click.echo(json.dumps(scores))
     else:
@@ -446,8 +498,7 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
     Output is byte-identical for any number of workers.
     """
     from prealign.codeswitch.table import SwitchConfig
-    from prealign.pipelines.report import switch_summary
-    from prealign.pipelines.switch import SwitchJob, switch_corpus
+    from prealign.pipelines.switch import SwitchJob, switch_corpus, switch_report
 
     try:
         config = SwitchConfig(
@@ -475,7 +526,7 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
         workers=kw["workers"],
         progress=not kw["quiet"],
     )
-    click.echo(switch_summary(switch_corpus(job), job.output))
+    click.echo(switch_report(switch_corpus(job), job.output))
 
 
 @main.group("tokenizer")
@@ -497,13 +548,11 @@ def tokenizer_train_cmd(
 
     Special tokens: <|endoftext|> (id 0) and <|pad|> (id 1). The same files give a byte-identical tokenizer.
     """
-    from prealign.codeswitch.tokenizer import save_tokenizer, tokenizer_info, train_tokenizer
+    from prealign.codeswitch.tokenizer import train_tokenizer_file
 
-    tok = train_tokenizer(
-        list(corpus), vocab_size, min_frequency=min_frequency, text_column=text_column, show_progress=not quiet
+    info = train_tokenizer_file(
+        list(corpus), output, vocab_size, min_frequency=min_frequency, text_column=text_column, show_progress=not quiet
     )
-    save_tokenizer(tok, output)
-    info = tokenizer_info(tok)
     click.echo(f"tokenizer: {info.vocab_size:,} tokens, sha256 {info.sha256} -> {output}")
 
 
@@ -518,20 +567,30 @@ shard_dir = click.Path(exists=True, file_okay=False, path_type=Path)
     type=click.Choice(["nanogpt"]),
     default="nanogpt",
     show_default=True,
-    help="nanogpt: train.bin (token ids), labels.bin (int32 labels) and meta.json.",
+    help="nanogpt: train.bin, val.bin (token ids), train_labels.bin, val_labels.bin (int32), meta.pkl, meta.json.",
 )
 @click.option(
     "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where files go."
 )
-def export_cmd(directory: Path, fmt: str, output_dir: Path) -> None:
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Share of the rows (the last ones, whole rows, at least one) written to val.bin.",
+)
+def export_cmd(directory: Path, fmt: str, output_dir: Path, val_fraction: float) -> None:
     """Export the code-switched shards in DIRECTORY to another trainer's format (checked first)."""
     from prealign.codeswitch.export import export_nanogpt
 
-    meta = export_nanogpt(directory, output_dir)
+    meta = export_nanogpt(directory, output_dir, val_fraction)
     click.echo(
-        f"exported {meta['rows']:,} rows, {meta['tokens']:,} tokens ({meta['dtype']}) -> "
-        f"{output_dir / meta['train_file']}, {output_dir / meta['labels_file']}, {output_dir / 'meta.json'}"
+        f"exported {meta['rows']:,} rows, {meta['tokens']:,} tokens ({meta['dtype']}): train {meta['train_rows']:,} "
+        f"rows, val {meta['val_rows']:,} rows -> {output_dir} (train.bin, val.bin, train_labels.bin, "
+        "val_labels.bin, meta.pkl, meta.json)"
     )
+    for warning in meta["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command("inspect")
@@ -592,25 +651,34 @@ def train_group() -> None:
 @click.option("--min-count", type=int, default=1, show_default=True, help="Use lexicon rows linked >= this often.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and sampling seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in the output directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def align_init_cmd(
-    lexicon: Path, tokenizer_path: Path, output: Path, size: str, layers: str, quiet: bool, **kw: Any
+    lexicon: Path,
+    tokenizer_path: Path,
+    output: Path,
+    size: str,
+    layers: str,
+    overwrite: bool,
+    quiet: bool,
+    **kw: Any,
 ) -> None:
     """Alignment initialisation: train a fresh model so that translations in LEXICON get similar states.
 
     Each lexicon word is fed alone; its token states are pooled at every layer (embedding, each block, LM-head
     rows) and an InfoNCE loss pulls translations together; total = LM loss + align-weight x mean align loss.
     """
+    from prealign.outputs import check_outputs
     from prealign.train.align_init import AlignInitConfig, run_align_init
 
+    check_outputs([lexicon, tokenizer_path], {"-o": output}, directories=("-o",))
     try:
         layer_spec: Any = "all" if layers == "all" else [int(x) for x in layers.split(",") if x.strip()]
         config = AlignInitConfig(layers=layer_spec, **kw)
-        summary = run_align_init(
-            lexicon, tokenizer_path, output, size, config, None if quiet else lambda m: click.echo(m, err=True)
-        )
+        echo = None if quiet else lambda m: click.echo(m, err=True)
+        summary = run_align_init(lexicon, tokenizer_path, output, size, config, echo, overwrite=overwrite)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise InputError(str(exc)) from None
     click.echo(f"align-init: {summary['steps']} steps, {summary['parameters']:,} parameters -> {output}")
 
 
@@ -659,15 +727,31 @@ def align_init_cmd(
 @click.option("--seed", default=0, show_default=True, type=int, help="Initialisation and data-order seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (CUDA only).")
-@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in -o from its last checkpoint, with the options it recorded."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in -o (without --resume).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_pretrain_cmd(shards: Path, init_run: Path | None, output: Path, **kw: Any) -> None:
-    """Pretrain a causal LM on code-switched shards (metrics in RUN/metrics.jsonl, checkpoints in RUN)."""
+    """Pretrain a causal LM on code-switched shards (metrics in RUN/metrics.jsonl, checkpoints in RUN).
+
+    With --init the model is the init run's (a --config that differs is an error); with --resume the run's
+    recorded options are used, and an option given again must equal them (--device, --compile, --save-every
+    and --eval-every may change).
+    """
+    from prealign.outputs import check_outputs
     from prealign.train.pretrain import PretrainConfig, pretrain
 
-    resume, quiet = kw.pop("resume"), kw.pop("quiet")
-    config = PretrainConfig(compile=kw.pop("compile_"), **kw)
-    summary = pretrain(shards, output, config, init_run=init_run, resume=resume, progress=not quiet)
+    check_outputs([shards, init_run], {"-o": output}, directories=("-o",))
+    resume, overwrite, quiet = kw.pop("resume"), kw.pop("overwrite"), kw.pop("quiet")
+    explicit = [name.removesuffix("_") for name in kw if _given((name,))]
+    try:
+        config = PretrainConfig(compile=kw.pop("compile_"), **kw)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    summary = pretrain(
+        shards, output, config, init_run, resume, progress=not quiet, overwrite=overwrite, explicit=explicit
+    )
     click.echo(json.dumps(summary))
 
 
@@ -678,8 +762,10 @@ def train_pretrain_cmd(shards: Path, init_run: Path | None, output: Path, **kw: 
 )
 def plot_cmd(runs: tuple[Path, ...], output: Path | None) -> None:
     """Plot train/eval loss of one or more runs (one line per run)."""
+    from prealign.outputs import check_outputs
     from prealign.train.plot import plot_run
 
+    check_outputs(runs, {"-o": output})
     click.echo(str(plot_run(list(runs), output)))
 
 
@@ -700,8 +786,10 @@ def clone_make_cmd(corpus: Path, output: Path, max_lines: int | None, overwrite:
     count) and clone.json (the character map). Check the aligner with `extract-lexicon --src DIR/en.txt --tgt
     DIR/clone.txt -o lex.parquet && eval-lexicon lex.parquet --gold DIR/lexicon.tsv`.
     """
+    from prealign.outputs import check_outputs
     from prealign.train.clone import make_clone
 
+    check_outputs([corpus], {"-o": output}, directories=("-o",))
     summary = make_clone(corpus, output, max_lines, overwrite)
     click.echo(f"clone: {summary['lines']:,} lines, {summary['words']:,} distinct words -> {output}")
 
@@ -746,8 +834,10 @@ def experiment_clone_cmd(
     zero-shot transfer, retrieval and cosine by layer; mean and sd over seeds), results.json and PNG plots,
     and prints the report. Finished steps are kept: rerun the same command to finish an interrupted run.
     """
+    from prealign.outputs import check_outputs
     from prealign.pipelines.clone_experiment import CONDITIONS, EXTRA_CONDITIONS, preset, run_experiment
 
+    check_outputs([corpus], {"-o": output}, directories=("-o",))
     chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
     unknown = [c for c in chosen if c not in CONDITIONS + EXTRA_CONDITIONS]
     if unknown or not chosen:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from prealign.textio import atomic_write_text
+
 # english, french, gender
 NOUNS = [
     ("cat", "chat", "m"),
@@ -120,5 +122,5 @@ def write_corpus(path: Path, n_pairs: int = 4000, seed: int = 0) -> Path:
     """Write ``n_pairs`` pairs as ``English<TAB>French`` lines; returns the path."""
     rng = random.Random(seed)
     lines = ["\t".join(sentence_pair(rng)) for _ in range(n_pairs)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -7,12 +7,13 @@ a line at a time; :func:`iter_line_arrays` gives blocks of lines as Arrow arrays
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -191,22 +192,67 @@ def count_lines(path: str | os.PathLike[str]) -> int:
     return n if last == b"\n" else n + 1
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it for more than an instant)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode an ordinary tool gives a new file: 0666 less the umask (0644 under the usual 022)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode an ordinary tool gives a new directory: 0777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (a hidden ``.NAME.*.tmp``) with the mode an ordinary file gets:
+    ``mkstemp`` alone makes it 0600, which would leave every output unreadable to the user's group."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())
+    return fd, tmp
+
+
+def remove_temporaries(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Delete the hidden temporary files (:func:`temp_file`) that a killed write of ``paths`` left beside
+    them; nothing else is touched."""
+    for path in map(Path, paths):
+        if path.parent.is_dir():
+            literal = "".join(f"[{c}]" if c in "*?[" else c for c in path.name)
+            for tmp in path.parent.glob(f".{literal}.*.tmp"):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
+
+
+def temp_dir(path: Path, tag: str = "partial") -> Path:
+    """A new staging directory beside ``path`` with the mode an ordinary directory gets (not mkdtemp's 0700)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+    os.chmod(staging, dir_mode())
+    return staging
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
     """Run ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A reader never sees a half-written file, and a failed write leaves no file behind. A missing parent
-    directory is created.
+    directory is created. The file gets 0666 less the umask, as files written by ordinary tools do.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc  # say which file did not fit
         raise
 
 

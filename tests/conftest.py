@@ -169,3 +169,34 @@ def cli(*args: object, code: int = 0) -> Result:
     if code == 0:
         assert result.stderr == ""
     return result
+
+
+def mount_tmpfs(mount: Path, size: int | str, read_only: bool = False) -> Path:
+    """Mount a real tmpfs of ``size`` (bytes, or "256k") at ``mount`` (created), for disk-full (ENOSPC) tests;
+    skips the test where this process may not mount (not root, or a sandbox without CAP_SYS_ADMIN). A read-only
+    one refuses writes even to root (EROFS), where a mode-0555 directory would not. Unmount
+    with :func:`unmount`."""
+    import subprocess
+
+    mount.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    return mount
+
+
+def unmount(mount: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs at a fresh directory (see :func:`mount_tmpfs`)."""
+    mount = mount_tmpfs(tmp_path / "small-disk", "256k")
+    try:
+        yield mount
+    finally:
+        unmount(mount)

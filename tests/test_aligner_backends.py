@@ -270,7 +270,8 @@ def test_options_of_another_aligner_are_usage_errors(
 ) -> None:
     for command in ("extract-lexicon", "align"):
         result = cli(command, small_corpus, "-o", tmp_path / "x", "--workers", 0, *args, code=2)
-        assert "Usage:" in result.stderr and message in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: prealign-data {command}: ") and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, not click's usage block
 
 
 # --- eflomal -----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -248,7 +249,7 @@ def test_failed_run_leaves_an_existing_output_untouched(demo_pairs: list[tuple[s
     out = tmp_path / "lex.parquet"
     out.write_bytes(b"previous lexicon")
     (tmp_path / "lex.parquet.stats.json").write_text("{}")
-    result = cli(*EXTRACT, *args, "-o", out, "--workers", "0", code=2)
+    result = cli(*EXTRACT, *args, "-o", out, "--workers", "0", "--overwrite", code=2)  # replacing it is allowed
     assert_one_error_line(result, "UTF-8")
     assert out.read_bytes() == b"previous lexicon"
     assert (tmp_path / "lex.parquet.stats.json").read_text() == "{}"
@@ -272,7 +273,8 @@ def test_usage_errors_exit_2(args: list[str], message: str, demo_corpus: Path, t
     args = [str(tmp_path / a) if a in ("PAIRS.tsv", "a.en", "a.fr") else a for a in args]
     for command in ("extract-lexicon", "align"):
         result = cli(command, "--workers", "0", *args, "-o", tmp_path / "out.parquet", code=2)
-        assert "Usage:" in result.stderr and message in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: prealign-data {command}: ") and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, not click's usage block
         assert not (tmp_path / "out.parquet").exists()
 
 
@@ -406,7 +408,8 @@ def test_extract_on_ray_matches_in_process(ray_local, demo_corpus: Path, referen
 
 def test_console_script_on_embedded_ray(demo_corpus: Path, reference: Path, tmp_path: Path) -> None:
     """``prealign-data`` as installed, starting its own Ray: same bytes, loopback only, nothing left behind."""
-    exe = shutil.which("prealign-data")
+    beside = Path(sys.executable).with_name("prealign-data")  # this Python's own scripts, venv activated or not
+    exe = str(beside) if beside.exists() else shutil.which("prealign-data")
     assert exe, "the prealign-data console script is not on PATH"
     psutil = psutil_module()
     marker = uuid.uuid4().hex
