@@ -254,16 +254,22 @@ def test_triple_bar(tmp_path: Path, name: str) -> None:
     assert rows(read_parallel_table(pairs=path)) == numbered(PAIRS)
 
 
-def test_triple_bar_splits_on_first_and_strips(tmp_path: Path) -> None:
-    text = "  a b  |||  c d \n x|||y ||| z\n|||\n\nq ||| \n"
+def test_triple_bar_splits_and_strips(tmp_path: Path) -> None:
+    text = "  a b  |||  c d \n x|||y\n|||\n\nq ||| \n"
     path = write_text(tmp_path / "p.txt", text)
     assert rows(read_parallel_table(pairs=path)) == [
         ("a b", "c d", 1),
-        ("x", "y ||| z", 2),
+        ("x", "y", 2),
         ("", "", 3),
         ("", "", 4),
         ("q", "", 5),
     ]
+
+
+def test_a_third_triple_bar_field_is_an_error(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "p.txt", "a ||| b\n x|||y ||| z\n")  # joined to the target before
+    with pytest.raises(InputError, match=r"p.txt:2: a third field: more than one '\|\|\|' on the line"):
+        read_parallel_table(pairs=path)
 
 
 def test_triple_bar_wins_over_tab(tmp_path: Path) -> None:

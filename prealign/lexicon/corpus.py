@@ -221,7 +221,7 @@ def _read_text_pairs(path: PathLike, batch_size: int) -> Iterator[pa.RecordBatch
 
 
 def _split_pairs(lines: pa.StringArray, sep: str, path: PathLike, first: int) -> pa.RecordBatch:
-    """Split lines on ``sep`` (``|||``: the first, sides stripped; tab: two columns); blank: empty pair."""
+    """Split lines on ``sep`` (``|||``: exactly one, sides stripped; tab: two columns); blank: empty pair."""
     has = pc.match_substring(lines, sep)
     if has.true_count < len(lines):
         bad = pc.invert(pc.or_(has, _is_blank(lines)))
@@ -233,6 +233,8 @@ def _split_pairs(lines: pa.StringArray, sep: str, path: PathLike, first: int) ->
                 msg = "no tab separator (this file is 'src<TAB>tgt', as its first pair is)"
             raise InputError(msg, path, first + index)
         lines = pc.if_else(has, lines, sep)  # a blank line becomes an empty pair
+    if sep == _TRIPLE_BAR:
+        _refuse_third_field(lines, path, first)
     parts = pc.split_pattern(lines, sep, max_splits=1 if sep == _TRIPLE_BAR else 2)
     src = pc.list_element(parts, 0)
     tgt = pc.list_element(parts, 1)
@@ -240,6 +242,15 @@ def _split_pairs(lines: pa.StringArray, sep: str, path: PathLike, first: int) ->
         src = pc.utf8_trim_whitespace(src)
         tgt = pc.utf8_trim_whitespace(tgt)
     return pa.RecordBatch.from_arrays([src, tgt, _line_numbers(first, len(lines))], schema=SCHEMA)
+
+
+def _refuse_third_field(lines: pa.StringArray, path: PathLike, first: int) -> None:
+    """A ``src ||| tgt`` line with a second ``|||`` (a third field) is an error naming the line: joining it to
+    the target would align text that is not the translation."""
+    extra = pc.greater(pc.count_substring(lines, _TRIPLE_BAR), 1)
+    index = pc.index(extra, True).as_py()
+    if index >= 0:
+        raise InputError("a third field: more than one '|||' on the line (expected 'src ||| tgt')", path, first + index)
 
 
 # --- JSON lines ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import polars as pl
 from prealign.arrays import sorted_unique
 from prealign.errors import InputError
 
-__all__ = ["alignment_scores", "lexicon_precision", "read_gold_lexicon"]
+__all__ = ["alignment_scores", "lexicon_precision", "read_gold_lexicon", "sentences_beyond", "link_extent"]
 
 _IDX_BITS = 20
 _SENT_BITS = 63 - 2 * _IDX_BITS
@@ -75,6 +75,25 @@ def alignment_scores(
         "sentences": n,
         "ignored_sentences": len(pred) - n,
     }
+
+
+def link_extent(all_links: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sentence, 1 + the largest source and target index of its links (0 and 0 for a sentence without)."""
+    src = np.zeros(len(all_links), dtype=np.int64)
+    tgt = np.zeros(len(all_links), dtype=np.int64)
+    for s, links in enumerate(all_links):
+        a = np.asarray(links).reshape(-1, 2)
+        if len(a):
+            src[s], tgt[s] = a[:, 0].max() + 1, a[:, 1].max() + 1
+    return src, tgt
+
+
+def sentences_beyond(pred: Sequence[np.ndarray], src_len: np.ndarray, tgt_len: np.ndarray) -> int:
+    """How many of the first ``len(src_len)`` sentences of ``pred`` have a link at or past the given lengths
+    (sentences whose lengths are 0, unknown, are skipped)."""
+    p_src, p_tgt = link_extent(pred[: len(src_len)])
+    known = (src_len > 0) & (tgt_len > 0)
+    return int((known & ((p_src > src_len) | (p_tgt > tgt_len))).sum())
 
 
 def _require_columns(df: pl.DataFrame, columns: Sequence[str], what: str) -> None:

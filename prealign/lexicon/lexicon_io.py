@@ -25,7 +25,15 @@ from prealign.errors import InputError
 from prealign.lexicon.score import LEXICON_SCHEMA, SORT_BY, SORT_DESCENDING
 from prealign.textio import atomic_write
 
-__all__ = ["WRITE_FORMATS", "READ_FORMATS", "METADATA_KEY", "write_lexicon", "read_lexicon", "metadata_path"]
+__all__ = [
+    "WRITE_FORMATS",
+    "READ_FORMATS",
+    "METADATA_KEY",
+    "check_write_format",
+    "write_lexicon",
+    "read_lexicon",
+    "metadata_path",
+]
 
 WRITE_FORMATS = (".parquet", ".tsv", ".jsonl", ".json")
 READ_FORMATS = (".parquet", ".tsv", ".jsonl")
@@ -46,6 +54,12 @@ def _suffix(path: Path, allowed: tuple[str, ...]) -> str:
         found = path.suffix or "(none)"
         raise InputError(f"unsupported lexicon format {found!r}; use one of {', '.join(allowed)}", path)
     return suffix
+
+
+def check_write_format(path: str | os.PathLike) -> str:
+    """The format (suffix) a lexicon written to ``path`` gets; an unknown one is an :class:`InputError`
+    (checked before a job starts, so that it never ends by failing to write)."""
+    return _suffix(Path(path), WRITE_FORMATS)
 
 
 def _canonical(df: pl.DataFrame) -> pl.DataFrame:

@@ -77,7 +77,10 @@ class CorpusBuilder:
         save_arrays(batch_file(self.directory, index), **arrays)
         self.kept.append(len(rows))
         reasons = np.bincount(codes.astype(np.int64), minlength=len(clean.REASONS))
-        return {"reasons": reasons.tolist(), "kept": len(rows)}
+        counts = {"reasons": reasons.tolist(), "kept": len(rows)}
+        if prep.over_max_words:
+            counts["over_max_words"] = prep.over_max_words
+        return counts
 
     def restore(self, batches: int) -> None:
         """Take back the state after the first ``batches`` batches, from their files."""

@@ -288,9 +288,10 @@ def build_corpus(
     bar: Progress,
     batch_size: int,
     prepare: Callable[..., Prepared] = prepare_batch,
+    max_words: int | None = None,
 ) -> StoredCorpus:
     """Run (or finish) the read stage into ``work``; ``paths``: the keyword arguments of ``read_parallel``,
-    ``prepare``: the task run on each batch."""
+    ``prepare``: the task run on each batch, ``max_words``: its limit on a side when ``cfg`` is None."""
     finished = work.last("corpus")
     if finished is not None:
         return StoredCorpus(work, finished["corpus"])
@@ -308,10 +309,11 @@ def build_corpus(
             faults.reached("extract-batch")
 
         batches = read_parallel(**paths, batch_size=batch_size)
-        for index, batch in enumerate(bar.iterate(batches, "read + segment")):
+        files = [p for p in (paths.get("src"), paths.get("tgt"), paths.get("pairs")) if p is not None]
+        for index, batch in enumerate(bar.iterate_bytes(batches, "read + segment", files)):
             if index < done:
                 continue
-            prep = ex.map_handles(prepare, [(batch, *segmenters, cfg)])[0]
+            prep = ex.map_handles(prepare, [(batch, *segmenters, cfg, max_words)])[0]
             window.append((index, builder.call("add", index, prep)))
             del prep, batch
             while len(window) > 2 * ex.workers:

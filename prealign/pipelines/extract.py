@@ -12,6 +12,10 @@ The work directory (``OUTPUT.work``) makes the job resumable: killed at any poin
 same arguments, it skips what its journal records as finished (read batches, the corpus, EM iterations) and
 ends with the same bytes as an uninterrupted run. It is removed when the job succeeds, and when the input
 turns out to be bad; any other failure leaves it for the next run (:mod:`prealign.pipelines.workdir`).
+
+Before any of that, the job checks where it will write (:func:`prealign.outputs.check_outputs`, the lexicon
+format), and whether it ran already: a finished job records its fingerprint and its outputs' sha256, and the
+same job run again does nothing (:mod:`prealign.pipelines.job_outputs`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import polars as pl
 
 from prealign import __version__
 from prealign.arrays import sorted_unique_counts
-from prealign.errors import InputError
-from prealign.lexicon import clean
+from prealign.errors import InputError, disk_full_is_input_error
+from prealign.lexicon import clean, lexicon_io
 from prealign.lexicon.builtin_aligner import BuiltinConfig
 from prealign.lexicon.encode import EncodedCorpus
 from prealign.lexicon.executor import Executor
@@ -38,6 +42,8 @@ from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.prepare import prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
 from prealign.lexicon.symmetrize import Method, split_keys, symmetrize
+from prealign.outputs import check_outputs
+from prealign.pipelines import job_outputs
 from prealign.pipelines.corpus_store import (
     PairCounts,
     StoredCorpus,
@@ -47,12 +53,14 @@ from prealign.pipelines.corpus_store import (
     write_links,
 )
 from prealign.pipelines.progress import Progress
-from prealign.pipelines.ray_runtime import executor_for
-from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint
+from prealign.pipelines.ray_runtime import check_reachable, executor_for
+from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint, read_journal
 from prealign.text import SegmenterConfig
-from prealign.textio import atomic_write_text
+from prealign.textio import atomic_write_text, remove_temporaries
 
 READ_BATCH = 16384
+WORK_NAMES = ("batch-*.npz", "vocabulary.npz", "em-*.npz")  # what the job writes into its work directory
+ALIGN_MAX_WORDS = 200  # align's default limit on a side's words (the HMM's cost grows with I * J**2 per pair)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class AlignJob:
     progress: bool = True
     backend: str = "builtin"  # the word aligner: builtin, eflomal, simalign, awesome (prealign.lexicon.aligners)
     backend_options: Any = None  # NeuralConfig for simalign/awesome, EflomalConfig (or None) for eflomal
+    max_words: int | None = None  # align: a pair with a side longer is left unaligned (extract: clean.max_words)
+    overwrite: bool = False  # replace an existing output that another run wrote
 
 
 @dataclass(frozen=True)
@@ -103,29 +113,67 @@ def _inputs(job: AlignJob) -> dict[str, Any]:
     return {"src": d.src, "tgt": d.tgt, "pairs": d.pairs, "src_column": d.src_column, "tgt_column": d.tgt_column}
 
 
-@contextmanager
-def _work_session(job: AlignJob, output: Path, cfg: clean.CleanConfig | None) -> Iterator[WorkDir]:
-    """The job's work directory beside ``output``: removed on success and on bad input, kept otherwise."""
-    files = [p for p in (job.data.src, job.data.tgt, job.data.pairs) if p is not None]
+def _input_files(job: AlignJob) -> list[Path]:
+    return [Path(p) for p in (job.data.src, job.data.tgt, job.data.pairs) if p is not None]
+
+
+def _described(job: AlignJob, cfg: clean.CleanConfig | None) -> dict[str, Any]:
+    """The inputs and the options that change the corpus and the alignment (what both fingerprints hold)."""
+    files = _input_files(job)
     for path in files:
-        if not Path(path).is_file():  # checked here, before a work directory is made for it
-            raise InputError("no such file" if not Path(path).exists() else "is a directory, not a file", path)
+        if not path.is_file():  # checked here, before a work directory is made for it
+            raise InputError("no such file" if not path.exists() else "is a directory, not a file", path)
     described = {
         "inputs": [file_identity(p) for p in files],
         "columns": [job.data.src_column, job.data.tgt_column],
         "segmenters": [asdict(job.src_segmenter), asdict(job.tgt_segmenter)],
         "clean": asdict(cfg) if cfg is not None else None,
         "aligner": [job.backend, asdict(job.aligner), repr(job.backend_options)],
-        "read_batch": READ_BATCH,
     }
-    with WorkDir(work_dir_for(output), fingerprint(described)).kept_unless_bad_input() as work:
-        yield work
+    if cfg is None and job.max_words is not None:
+        described["max_words"] = job.max_words
+    return described
+
+
+def _fingerprints(job: AlignJob, cfg: clean.CleanConfig | None, output_options: dict[str, Any]) -> tuple[str, str]:
+    """The run's fingerprint (what the outputs depend on: ``output_options`` too, not how the input was cut
+    into batches) and the work's (what the work directory holds: the batches too)."""
+    described = _described(job, cfg)
+    run_fp = fingerprint({**described, **output_options})
+    return run_fp, fingerprint({**described, "read_batch": READ_BATCH})
+
+
+def _before_work(job: AlignJob, outputs: dict[str, Path], hashed: dict[str, Path], record: Path, fps: tuple) -> Any:
+    """Checks made before any work: the saved record when this job is done already (``hashed``, the files
+    it records, unchanged: nothing to do); else None, once existing ``outputs`` of another run are refused
+    (unless ``job.overwrite``). ``fps``: the fingerprints of the run and of its work."""
+    run_fp, work_fp = fps
+    done = job_outputs.already_done(record, hashed, run_fp)
+    if done is not None:
+        return done
+    if job.ray_address is not None and job.workers != 0:
+        check_reachable(job.ray_address)
+    work = read_journal(work_dir_for(outputs["-o"]))
+    if not (work and work[0].get("fingerprint") == work_fp):  # not this job's own interrupted run
+        job_outputs.refuse_existing(outputs, job.overwrite)
+    return None
+
+
+@contextmanager
+def _work_session(job: AlignJob, output: Path, work_fp: str, written: list[Path]) -> Iterator[WorkDir]:
+    """The job's work directory beside ``output``: removed on success and on bad input, kept otherwise;
+    the temporary files a killed write of ``written`` left are removed first."""
+    with disk_full_is_input_error(output):
+        with WorkDir(work_dir_for(output), work_fp, WORK_NAMES).kept_unless_bad_input() as work:
+            remove_temporaries(written)
+            yield work
 
 
 def _read_corpus(job: AlignJob, ex: Executor, cfg: clean.CleanConfig | None, work: WorkDir, bar: Progress):
     """The read stage (or what is left of it) into the work directory; the corpus for the aligner."""
     segmenters = (job.src_segmenter, job.tgt_segmenter)
-    return build_corpus(_inputs(job), segmenters, cfg, ex, work, bar, READ_BATCH, prepare_batch)
+    max_words = job.max_words if cfg is None else None
+    return build_corpus(_inputs(job), segmenters, cfg, ex, work, bar, READ_BATCH, prepare_batch, max_words)
 
 
 def _for_aligner(corpus: StoredCorpus, job: AlignJob) -> Any:
@@ -179,9 +227,20 @@ def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, ba
 
 
 def align(job: AlignJob, output: Path) -> dict[str, Any]:
-    """Write Pharaoh links, one line per input pair, in input order; returns a summary."""
-    with _work_session(job, output, None) as work:
-        return _align_job(job, output, work)
+    """Write Pharaoh links, one line per input pair, in input order, and their record ``OUT.stats.json``;
+    returns a summary (the saved one, with ``already_done``, when this very job wrote them already)."""
+    output = Path(output)
+    record = stats_path(output)
+    check_outputs(_input_files(job), {"-o": output, "the record (-o's .stats.json)": record})
+    run_fp, work_fp = _fingerprints(job, None, {"symmetrize": job.symmetrize, "max_words": job.max_words})
+    done = _before_work(job, {"-o": output}, {"-o": output}, record, (run_fp, work_fp))
+    if done is not None:
+        return {**done, "already_done": True}
+    with _work_session(job, output, work_fp, [output, record]) as work:
+        summary = _align_job(job, output, work)
+        summary["job"] = job_outputs.recorded({"-o": output}, run_fp)
+        atomic_write_text(record, json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
@@ -192,9 +251,12 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
         links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
         n_links = write_links(links.parts(), corpus.n_sentences, output)
     return {
+        "input": job.data.describe(),
         "pairs": corpus.n_sentences,
         "links": n_links,
         "symmetrize": job.symmetrize,
+        "max_words": job.max_words,
+        "over_max_words": sum(int(e.get("over_max_words", 0)) for e in work.all("batch")),
         "aligner": aligner,
         "seconds": round(time.perf_counter() - started, 2),
         "output": str(output),
@@ -225,13 +287,33 @@ def stats_path(output: Path) -> Path:
     return output.with_name(output.name + ".stats.json")
 
 
+def _extract_outputs(job: ExtractJob) -> dict[str, Path]:
+    """The files the job writes, by option name (the lexicon, its links, a text lexicon's metadata)."""
+    outputs = {"-o": Path(job.output)}
+    if job.links_output is not None:
+        outputs["--links"] = Path(job.links_output)
+    if lexicon_io.check_write_format(job.output) != ".parquet":
+        outputs["the metadata (-o's .meta.json)"] = lexicon_io.metadata_path(job.output)
+    return outputs
+
+
 def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
-    """Run the whole extraction; writes the lexicon and its stats JSON, returns the stats."""
-    with _work_session(job, job.output, job.clean) as work:
-        return _extract(job, work)
+    """Run the whole extraction; writes the lexicon and its stats JSON, returns the stats (the saved ones,
+    with ``already_done``, when this very job wrote the lexicon already)."""
+    outputs = _extract_outputs(job)
+    record = stats_path(job.output)
+    check_outputs(_input_files(job), {**outputs, "the stats (-o's .stats.json)": record})
+    described = {"symmetrize": job.symmetrize, "lexicon": asdict(job.lexicon), "langs": [job.src_lang, job.tgt_lang]}
+    run_fp, work_fp = _fingerprints(job, job.clean, {"links": job.links_output is not None, **described})
+    hashed = {name: outputs[name] for name in ("-o", "--links") if name in outputs}
+    done = _before_work(job, outputs, hashed, record, (run_fp, work_fp))
+    if done is not None:
+        return {**done, "already_done": True}
+    with _work_session(job, job.output, work_fp, [*outputs.values(), record]) as work:
+        return _extract(job, work, hashed, run_fp)
 
 
-def _extract(job: ExtractJob, work: WorkDir) -> dict[str, Any]:
+def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: str) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -282,5 +364,6 @@ def _extract(job: ExtractJob, work: WorkDir) -> dict[str, Any]:
             timings["score_write"] = time.perf_counter() - t
     stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     stats["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    stats["job"] = job_outputs.recorded(hashed, run_fp)
     atomic_write_text(stats_path(job.output), json.dumps(stats, indent=2) + "\n")
     return stats

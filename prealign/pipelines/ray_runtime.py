@@ -4,7 +4,10 @@ With no address, an embedded Ray starts for the job and stops with it. It binds 
 no authentication, and by default it listens on the machine's network address. Setting
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before Ray starts makes it keep its services on loopback, and
 ``address="local"`` makes sure a stale ``/tmp/ray/ray_current_cluster`` is never joined by accident.
-With an address (``auto`` or ``host:port``), the job joins that cluster and leaves it running.
+With an address (``auto`` or ``host:port``), the job joins that cluster and leaves it running. A ``host:port``
+is first tried with a plain TCP connection, bounded by ``PREALIGN_RAY_CONNECT_TIMEOUT`` seconds (default 30):
+an address where nothing answers is one line and exit code 2, not a Ray client waiting for minutes. A
+loopback address is joined as given: Ray would otherwise replace 127.0.0.1 by the machine's network address.
 
 Fault tolerance: tasks are retried (``max_retries``) when their worker or node dies, and Ray rebuilds lost task
 outputs from their lineage. The one kind of actor (a stateful worker) runs on the driver's node and shares its
@@ -13,17 +16,63 @@ fate: it is not restarted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, wraps
 from typing import Any
 
+from prealign.errors import InputError
 from prealign.pipelines import faults
 
 LOOPBACK = "127.0.0.1"
 TASK_RETRIES = 3  # per task, for worker or node loss (application errors are not retried)
+CONNECT_TIMEOUT_ENV = "PREALIGN_RAY_CONNECT_TIMEOUT"
+CONNECT_TIMEOUT_S = 30.0
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a cluster's address to answer (``PREALIGN_RAY_CONNECT_TIMEOUT``, default 30)."""
+    value = os.environ.get(CONNECT_TIMEOUT_ENV, "")
+    try:
+        return float(value) if value.strip() else CONNECT_TIMEOUT_S
+    except ValueError:
+        raise InputError(f"{CONNECT_TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` address (``[v6]:port`` too); None for ``auto`` and the like."""
+    address = address.removeprefix("ray://")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_reachable(address: str) -> None:
+    """Refuse, within :func:`connect_timeout` seconds, a ``host:port`` where nothing accepts a connection."""
+    hp = _host_port(address)
+    if hp is None:
+        return
+    timeout = connect_timeout()
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except TimeoutError:
+        raise InputError(f"cannot reach the Ray cluster at {address}: no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _quiet_env() -> None:
@@ -36,6 +85,8 @@ def _quiet_env() -> None:
 def ray_session(address: str | None = None, workers: int | None = None) -> Iterator[RayExecutor]:
     """A Ray connection for one job: embedded on loopback when ``address`` is None, else joined."""
     _quiet_env()
+    if address is not None:
+        check_reachable(address)
     if address is None:  # for Ray's own subprocesses; a joined cluster's driver must stay reachable
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if "ray" not in sys.modules:  # Ray's default for a new local cluster, said explicitly: no notice printed
@@ -58,6 +109,9 @@ def ray_session(address: str | None = None, workers: int | None = None) -> Itera
                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
             )
         else:
+            hp = _host_port(address)
+            if hp is not None and is_loopback(hp[0]):  # Ray would rewrite it to the machine's network address
+                ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         started = True
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+
+from prealign.errors import InputError
 
 
 def extract_summary(stats: dict[str, Any], output: Path) -> str:
@@ -20,6 +23,23 @@ def extract_summary(stats: dict[str, Any], output: Path) -> str:
         f"lexicon: {stats['lexicon_entries']:,} entries for {stats['lexicon_src_words']:,} source words -> {output}",
         f"time: {stats['seconds']['total']} s (stats in {output.name}.stats.json)",
     ]
+    return "\n".join(lines)
+
+
+def align_summary(summary: dict[str, Any], output: Path) -> str:
+    """What an align run did: pairs, links, how; and the pairs left unaligned for their length."""
+    aligner = summary["aligner"]
+    how = aligner["config"].get("method", summary["symmetrize"])
+    if aligner["name"] != "builtin":
+        how = f"{aligner['name']}, {how}"
+    pairs, seconds = summary["pairs"], summary["seconds"]
+    lines = [f"aligned {pairs:,} pairs: {summary['links']:,} links ({how}) in {seconds} s -> {output}"]
+    n = summary.get("over_max_words", 0)
+    if n:
+        lines.append(
+            f"not aligned: {n:,} pair{'s' if n > 1 else ''} with a side over --max-words "
+            f"({summary['max_words']} words): empty lines"
+        )
     return "\n".join(lines)
 
 
@@ -54,9 +74,79 @@ def evaluate_lexicon_file(lexicon_path: Path, gold_path: Path, min_count: int = 
     from prealign.lexicon.lexicon_io import read_lexicon
 
     lexicon, _ = read_lexicon(lexicon_path)
+    if lexicon.height == 0:
+        raise InputError("the lexicon has no entries: nothing to evaluate", lexicon_path)
     gold = read_gold_lexicon(gold_path)
+    if gold.height == 0:
+        raise InputError("no dictionary entry (expected 'src<TAB>tgt' lines)", gold_path)
     totals = source_link_totals(lexicon) if min_count > 0 else None
-    return lexicon_precision(lexicon, gold, ks=(1, 5), min_count=min_count, src_counts=totals)
+    scores = lexicon_precision(lexicon, gold, ks=(1, 5), min_count=min_count, src_counts=totals)
+    if scores["gold_words"] == 0:
+        raise InputError(f"no gold source word was aligned {min_count} times or more (--min-count)", gold_path)
+    if scores["evaluated"] == 0:
+        raise InputError(
+            f"none of its {scores['gold_words']} source words has a lexicon entry: is it a word dictionary "
+            "(src<TAB>tgt) of the lexicon's languages?",
+            gold_path,
+        )
+    return scores
+
+
+GUESS_SHARE = 0.1  # warn when this share of the sentences (and at least GUESS_MIN) has links past the gold's
+GUESS_MIN = 5  # last index: a sign of links made on another tokenisation (see evaluate_alignment_files)
+
+
+def evaluate_alignment_files(
+    links: Path, gold: Path, gold_index: str, one_indexed: bool, pairs: Path | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """AER, precision and recall of a links file against gold links, and a warning (or None) when the links'
+    indices do not fit the sentences: past the whitespace tokens of ``pairs`` (the aligned text, when given),
+    or, without it, past the gold's last index in many sentences (GUESS_SHARE, GUESS_MIN); both mean the links
+    were made on another tokenisation than the gold's (``align --pretokenized``). Empty gold or links are an
+    :class:`InputError`."""
+    from prealign.lexicon.evaluate import alignment_scores, link_extent, sentences_beyond
+    from prealign.lexicon.links import read_gold, read_pharaoh
+
+    sure, possible = read_gold(gold, "auto" if gold_index == "auto" else int(gold_index))
+    if not any(len(p) for p in possible):
+        raise InputError("no gold links: the gold file is empty (expected 'i-j' sure and 'ipj' possible links)", gold)
+    pred = read_pharaoh(links, one_indexed=one_indexed)
+    if len(pred) < len(sure):
+        raise InputError(f"{len(pred)} link lines but the gold has {len(sure)}", links)
+    if not any(len(p) for p in pred[: len(sure)]):
+        raise InputError(f"no links in the {len(sure)} lines scored: nothing to evaluate", links)
+    scores = alignment_scores(pred, sure, possible)
+    n = len(sure)
+    if pairs is not None:
+        src_len, tgt_len = _token_counts(pairs, n)
+        bad = sentences_beyond(pred, src_len, tgt_len)
+        where = f"past the whitespace tokens of {pairs}"
+    else:
+        bad = sentences_beyond(pred, *link_extent(possible))
+        bad = bad if bad >= max(GUESS_SHARE * n, GUESS_MIN) else 0
+        where = "past the gold's last index"
+    if not bad:
+        return scores, None
+    return scores, (
+        f"warning: {links}: {bad} of {n} sentences have links {where}: they were aligned on another "
+        "tokenisation than the gold's (align --pretokenized; see docs/aligner.md)"
+    )
+
+
+def _token_counts(pairs: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace tokens of each side of the first ``n`` pairs of a parallel file (0 past its end)."""
+    from prealign.lexicon.corpus import read_parallel
+
+    src_len, tgt_len = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    done = 0
+    for batch in read_parallel(pairs=pairs, batch_size=4096):
+        for side, out in (("src", src_len), ("tgt", tgt_len)):
+            counts = [len(t.split()) for t in batch.column(side).to_pylist()[: n - done]]
+            out[done : done + len(counts)] = counts
+        done += min(batch.num_rows, n - done)
+        if done >= n:
+            break
+    return src_len, tgt_len
 
 
 def run_demo(output_dir: Path, n_pairs: int, workers: int | None, progress: bool) -> str:
@@ -79,6 +169,7 @@ def run_demo(output_dir: Path, n_pairs: int, workers: int | None, progress: bool
         tgt_lang="fr",
         workers=workers,
         progress=progress,
+        overwrite=True,  # the demo's own directory: a rerun regenerates the corpus and replaces the lexicon
     )
     stats = extract_lexicon(job)
     lexicon, _ = read_lexicon(out)

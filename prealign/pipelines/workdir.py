@@ -11,16 +11,23 @@ other arguments is cleared, never resumed. A torn last line (a crash in mid-writ
 While a job runs it holds an exclusive ``flock`` on ``lock`` in the directory, so a second run of the same
 job fails at once instead of mixing its files in; the kernel drops the lock when the process dies, however
 it dies.
+
+A work directory only ever loses files the job made: the journal and the lock, the files its events name
+(``"file"`` keys, at any depth), files matching the job's naming scheme (``names``, glob patterns such as
+``batch-*.npz``) and the temporary files of all of these (``.NAME.*.tmp``, :func:`prealign.textio.temp_file`).
+A work directory that is a symbolic link, is not a directory, or holds anything else (a subdirectory, a
+symbolic link, a file of another name) is refused before
+anything is touched (:class:`WorkDirRefused`, one line, exit code 2): it is not the job's to empty.
 """
 
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,11 @@ LOCK = "lock"
 
 class WorkDirBusy(InputError):
     """Another run of the same job holds the work directory (its files are left alone)."""
+
+
+class WorkDirRefused(InputError):
+    """The work directory is not one this job may use: a symbolic link, not a directory, or holding files the
+    job did not make (nothing in it is touched)."""
 
 
 def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -50,22 +62,62 @@ def fingerprint(job: dict[str, Any]) -> str:
 
 
 class WorkDir:
-    """The journal and files of one job; use :meth:`session` to hold it while the job runs."""
+    """The journal and files of one job; use :meth:`session` to hold it while the job runs. ``names``: glob
+    patterns of the files the job writes into it besides those its journal events name (see the module doc)."""
 
-    def __init__(self, path: Path, job_fingerprint: str) -> None:
+    def __init__(self, path: Path, job_fingerprint: str, names: Iterable[str] = ()) -> None:
         self.path = Path(path)
         self.fingerprint = job_fingerprint
+        self.names = tuple(names)
         self.events: list[dict[str, Any]] = []
         self._lock: int | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def owns(self, name: str, named: set[str] | frozenset[str] = frozenset()) -> bool:
+        """True when the entry ``name`` of the directory is one the job made (``named``: the files the
+        journal's events name)."""
+        if name.startswith(".") and name.endswith(".tmp"):  # a temporary file of one of the job's names
+            name = name[1:].rsplit(".", 2)[0]
+        if name in (JOURNAL, LOCK) or name in named:
+            return True
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+
+    def check(self) -> None:
+        """Refuse a work directory that is a symbolic link, not a directory, or holds files the job did not
+        make (:class:`WorkDirRefused`); a missing one is fine."""
+        if self.path.is_symlink():
+            raise WorkDirRefused("the work directory is a symbolic link: remove it (nothing was deleted)", self.path)
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise WorkDirRefused("is in the way of the job's work directory: not a directory", self.path)
+        named = journal_files(read_journal(self.path))
+        foreign = sorted(
+            p.name for p in self.path.iterdir() if p.is_symlink() or p.is_dir() or not self.owns(p.name, named)
+        )
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise WorkDirRefused(
+                f"the work directory holds files this job did not make ({foreign[0]}{more}): move them away "
+                "(nothing was deleted)",
+                self.path,
+            )
+
+    def _clear(self) -> None:
+        """Delete the job's own files (what :meth:`owns` says), keeping the lock."""
+        named = journal_files(read_journal(self.path))
+        for p in self.path.iterdir():
+            if p.name != LOCK and not p.is_dir() and self.owns(p.name, named):
+                p.unlink(missing_ok=True)
+
     @contextmanager
     def session(self) -> Iterator[WorkDir]:
         """Lock the directory (creating it), load the journal, or start a new one for another job."""
+        self.check()
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,9 +136,7 @@ class WorkDir:
         if events and events[0].get("fingerprint") == self.fingerprint:
             self.events = events[1:]
             return
-        for p in self.path.iterdir():  # another job's work, or none: start afresh
-            if p.name != LOCK:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        self._clear()  # another job's work, or none: start afresh
         self.events = []
         self._append({"fingerprint": self.fingerprint})
 
@@ -120,8 +170,16 @@ class WorkDir:
         return [e for e in self.events if kind in e]
 
     def remove(self) -> None:
-        """Delete the directory (the job is done, or its input was bad: nothing worth resuming)."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the job's files and the directory, once empty (the job is done, or its input was bad:
+        nothing worth resuming). Files the job did not make are left, and the directory with them."""
+        if self.path.is_symlink() or not self.path.is_dir():
+            return
+        self._clear()
+        (self.path / LOCK).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # something else appeared in it while the job ran: not the job's to delete
+            pass
 
     @contextmanager
     def kept_unless_bad_input(self) -> Iterator[WorkDir]:
@@ -130,7 +188,7 @@ class WorkDir:
         try:
             with self.session():
                 yield self
-        except WorkDirBusy:
+        except (WorkDirBusy, WorkDirRefused):
             raise
         except InputError:
             self.remove()
@@ -153,3 +211,18 @@ def read_journal(directory: Path) -> list[dict[str, Any]]:
             break
         events.append(event)
     return events
+
+
+def journal_files(events: list[dict[str, Any]]) -> set[str]:
+    """The file names the events record: every ``"file"`` string, at any depth of an event."""
+    names: set[str] = set()
+    stack: list[Any] = list(events)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("file"), str):
+                names.add(value["file"])
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return names
