@@ -10,6 +10,14 @@ Hugging Face ``datasets`` reads with ``load_dataset("arrow", ...)``). Each row i
 
 Every file is written to a temporary name and renamed into place; a finished shard is never rewritten. The
 manifest is written last, so a directory without one holds no finished run.
+
+Every reader goes through :func:`read_manifest`, which refuses (one line naming ``manifest.json``) a manifest
+that is not what this module writes: a shard ``file`` that is not a plain ``shard-NNNNN.arrow`` name (so no
+reader ever opens a file outside the directory), row or token counts that are not non-negative integers, a
+``schema_version`` other than this one, a tokenizer ``vocab_size`` that is not a positive integer.
+
+Beside the manifest, :func:`write_dataset_card` writes a ``README.md`` whose YAML header names the shard files,
+so that ``datasets.load_dataset(DIR)`` reads the shards and not ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,10 @@ from prealign.textio import atomic_write, atomic_write_text
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+CARD = "README.md"
+CARD_MARK = "<!-- written by prealign-data: a dataset card for Hugging Face datasets -->"
+SHARD_GLOB = "shard-*.arrow"
+SHARD_FILE = re.compile(r"shard-[0-9]{5,}\.arrow")
 IGNORE_INDEX = -100
 SCHEMA = pa.schema(
     [
@@ -99,7 +111,8 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of a shard directory (InputError when missing or unreadable)."""
+    """The manifest of a shard directory, checked (InputError naming ``manifest.json`` when missing, unreadable
+    or not a manifest this module writes; see the module doc)."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise InputError("not a shard directory: no manifest.json", directory)
@@ -107,9 +120,59 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable manifest: {exc}", path) from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"unsupported schema_version {manifest.get('schema_version')!r}", path)
+    problem = manifest_problem(manifest)
+    if problem:
+        raise InputError(f"bad manifest: {problem}", path)
     return manifest
+
+
+def _count(value: Any) -> bool:
+    """True for a non-negative JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    version = manifest.get("schema_version")
+    if _count(version) and version > SCHEMA_VERSION:
+        return f"schema_version {version} is newer than this prealign-data reads ({SCHEMA_VERSION}): upgrade it"
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return f"unsupported schema_version {version!r} (this prealign-data reads {SCHEMA_VERSION})"
+    tokenizer = manifest.get("tokenizer")
+    vocab = tokenizer.get("vocab_size") if isinstance(tokenizer, dict) else None
+    if not _count(vocab) or vocab == 0:
+        return f"tokenizer vocab_size {vocab!r} is not a positive integer"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return "'shards' is not a list"
+    seen: set[str] = set()
+    for k, entry in enumerate(shards):
+        problem = _entry_problem(entry)
+        if problem is None and entry["file"] in seen:
+            problem = f"file {entry['file']!r} is listed twice"
+        if problem:
+            return f"shards[{k}]: {problem}"
+        seen.add(entry["file"])
+    return None
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"not an object but {json.dumps(entry)}"
+    for key in ("file", "rows", "tokens", "sha256"):
+        if key not in entry:
+            return f"no {key!r}"
+    name = entry["file"]
+    if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):
+        return f"file {name!r} is not a shard file name (shard-NNNNN.arrow, in the directory itself)"
+    for key in ("rows", "tokens"):
+        if not _count(entry[key]):
+            return f"{key} {entry[key]!r} is not a non-negative integer"
+    if not isinstance(entry["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
+        return f"sha256 {entry['sha256']!r} is not a hex SHA-256"
+    return None
 
 
 def read_shard(path: Path) -> pa.Table:
@@ -128,8 +191,10 @@ def shard_paths(directory: Path) -> list[Path]:
 
 
 def check_shards(directory: Path) -> list[str]:
-    """Problems found when checking every shard against the manifest (row counts, sha256); [] when sound."""
+    """Problems found when checking every shard against the manifest (sha256, row and token counts, token ids
+    inside the manifest's vocab_size); [] when sound. InputError for an unreadable manifest."""
     manifest = read_manifest(directory)
+    vocab_size = manifest["tokenizer"]["vocab_size"]
     problems = []
     for entry in manifest["shards"]:
         path = Path(directory) / entry["file"]
@@ -138,9 +203,20 @@ def check_shards(directory: Path) -> list[str]:
             continue
         if file_sha256(path) != entry["sha256"]:
             problems.append(f"{entry['file']}: sha256 differs from the manifest")
-        rows = read_shard(path).num_rows
-        if rows != entry["rows"]:
-            problems.append(f"{entry['file']}: {rows} rows, manifest says {entry['rows']}")
+        try:
+            rows = read_rows(path)
+        except InputError as exc:
+            problems.append(f"{entry['file']}: {exc.message}")
+            continue
+        if len(rows) != entry["rows"]:
+            problems.append(f"{entry['file']}: {len(rows)} rows, manifest says {entry['rows']}")
+        if len(rows.input_ids) != entry["tokens"]:
+            problems.append(f"{entry['file']}: {len(rows.input_ids)} tokens, manifest says {entry['tokens']}")
+        if len(rows.input_ids) and (int(rows.input_ids.min()) < 0 or int(rows.input_ids.max()) >= vocab_size):
+            problems.append(
+                f"{entry['file']}: token ids from {int(rows.input_ids.min())} to {int(rows.input_ids.max())}, "
+                f"outside [0, {vocab_size}) (the manifest's tokenizer vocab_size)"
+            )
     return problems
 
 
@@ -152,11 +228,52 @@ def existing_run(directory: Path) -> bool:
     return (directory / MANIFEST).exists() or any(p.name.startswith("shard-") for p in directory.iterdir())
 
 
-def clear_run(directory: Path) -> None:
-    """Remove a previous run's manifest and shards (for ``--overwrite``); other files stay."""
-    for p in Path(directory).iterdir():
-        if p.name == MANIFEST or (p.name.startswith("shard-") and p.suffix == ".arrow"):
-            os.unlink(p)
+def card_text(manifest: dict[str, Any]) -> str:
+    """A Hugging Face dataset card: its YAML ``configs`` block makes ``load_dataset(DIR)`` read the shards only."""
+    return "\n".join(
+        [
+            "---",
+            "configs:",
+            "- config_name: default",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {SHARD_GLOB}",
+            "---",
+            CARD_MARK,
+            "",
+            "# Code-switched training shards",
+            "",
+            f"Written by prealign-data {manifest.get('version', '')}: {len(manifest['shards'])} shard(s), "
+            f"{manifest.get('totals', {}).get('rows', '?')} rows; `manifest.json` records how they were made.",
+            "Rows: `input_ids`, `labels` (Hugging Face causal-LM convention, -100: no loss), `switched`.",
+            "",
+            "```python",
+            "from datasets import load_dataset",
+            'ds = load_dataset("path/to/this/directory", split="train")',
+            "```",
+            "",
+        ]
+    )
+
+
+def card_is_ours(path: Path) -> bool:
+    """True when ``path`` (a README.md) is absent or a dataset card this module wrote (so it may be replaced)."""
+    if not path.exists():
+        return True
+    try:
+        return path.is_file() and CARD_MARK in path.read_text("utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def write_dataset_card(directory: Path, manifest: dict[str, Any]) -> bool:
+    """Write ``README.md`` (atomically) unless the directory holds a README.md that this module did not write;
+    returns whether it was written."""
+    path = Path(directory) / CARD
+    if not card_is_ours(path):
+        return False
+    atomic_write_text(path, card_text(manifest))
+    return True
 
 
 def rows_from_lists(sequences: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Rows:

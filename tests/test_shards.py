@@ -349,22 +349,38 @@ def test_check_tokenizer(shard_dir: Path) -> None:
 
 
 def test_export_nanogpt(shard_dir: Path, tmp_path: Path) -> None:
-    meta = export_nanogpt(shard_dir, tmp_path / "nano")
+    meta = export_nanogpt(shard_dir, tmp_path / "nano", val_fraction=0.1)
     rows = all_rows(shard_dir)
-    ids = np.concatenate([r["input_ids"] for r in rows])
-    labels = np.concatenate([r["labels"] for r in rows])
-    assert meta["dtype"] == "uint16"
-    assert np.array_equal(np.fromfile(tmp_path / "nano" / "train.bin", dtype="<u2"), ids)
-    assert np.array_equal(np.fromfile(tmp_path / "nano" / "labels.bin", dtype="<i4"), labels)
-    on_disk = json.loads((tmp_path / "nano" / "meta.json").read_text())
+    n_val = 2  # round(0.1 * 21): the last two rows, whole
+    train_ids, val_ids = (np.concatenate([r["input_ids"] for r in part]) for part in (rows[:-n_val], rows[-n_val:]))
+    train_labels, val_labels = (np.concatenate([r["labels"] for r in part]) for part in (rows[:-n_val], rows[-n_val:]))
+    assert meta["dtype"] == "uint16" and meta["warnings"] == []
+    nano = tmp_path / "nano"
+    assert np.array_equal(np.fromfile(nano / "train.bin", dtype="<u2"), train_ids)
+    assert np.array_equal(np.fromfile(nano / "val.bin", dtype="<u2"), val_ids)
+    assert np.array_equal(np.fromfile(nano / "train_labels.bin", dtype="<i4"), train_labels)
+    assert np.array_equal(np.fromfile(nano / "val_labels.bin", dtype="<i4"), val_labels)
+    on_disk = json.loads((nano / "meta.json").read_text())
     assert on_disk == meta
     manifest = read_manifest(shard_dir)
     assert meta["vocab_size"] == manifest["tokenizer"]["vocab_size"]
+    with open(nano / "meta.pkl", "rb") as fh:  # what nanoGPT's train.py reads
+        assert pickle.load(fh) == {"vocab_size": manifest["tokenizer"]["vocab_size"]}
     assert (meta["eot_id"], meta["pad_id"]) == (0, 1)
-    assert meta["tokens"] == len(ids) == sum(SHARD_ROWS) * ROW_TOKENS and meta["rows"] == sum(SHARD_ROWS)
+    assert meta["tokens"] == sum(SHARD_ROWS) * ROW_TOKENS and meta["rows"] == sum(SHARD_ROWS)
+    assert (meta["train_rows"], meta["val_rows"]) == (sum(SHARD_ROWS) - n_val, n_val)
+    assert (meta["train_tokens"], meta["val_tokens"]) == (len(train_ids), len(val_ids))
     assert meta["source_manifest_sha256"] == hashlib.sha256((shard_dir / "manifest.json").read_bytes()).hexdigest()
-    assert (meta["labels_file"], meta["labels_dtype"], meta["ignore_index"]) == ("labels.bin", "int32", -100)
-    assert sorted(p.name for p in (tmp_path / "nano").iterdir()) == ["labels.bin", "meta.json", "train.bin"]
+    assert (meta["labels_dtype"], meta["ignore_index"]) == ("int32", -100)
+    assert sorted(p.name for p in nano.iterdir()) == [
+        "meta.json", "meta.pkl", "train.bin", "train_labels.bin", "val.bin", "val_labels.bin"
+    ]  # fmt: skip
+    # deterministic: the same shards and fraction give the same bytes; the default fraction keeps one row
+    again = export_nanogpt(shard_dir, tmp_path / "again", val_fraction=0.1)
+    assert again == meta | {"source": again["source"]}
+    for name in ("train.bin", "val.bin", "train_labels.bin", "val_labels.bin", "meta.pkl"):
+        assert (tmp_path / "again" / name).read_bytes() == (nano / name).read_bytes()
+    assert export_nanogpt(shard_dir, tmp_path / "default")["val_rows"] == 1
 
 
 def test_export_nanogpt_uint32_for_a_large_vocabulary(damaged_copy: Path, tmp_path: Path) -> None:
@@ -372,9 +388,10 @@ def test_export_nanogpt_uint32_for_a_large_vocabulary(damaged_copy: Path, tmp_pa
     manifest["tokenizer"]["vocab_size"] = 70000
     write_manifest(damaged_copy, manifest)
     meta = export_nanogpt(damaged_copy, tmp_path / "nano")
-    ids = np.concatenate([r["input_ids"] for r in all_rows(damaged_copy)])
+    ids = np.concatenate([r["input_ids"] for r in all_rows(damaged_copy)[:-1]])
     assert meta["dtype"] == "uint32"
     assert np.array_equal(np.fromfile(tmp_path / "nano" / "train.bin", dtype="<u4"), ids)
+    assert len(meta["warnings"]) == 1 and "np.uint16 to np.uint32 in get_batch()" in meta["warnings"][0]
 
 
 def test_export_nanogpt_refuses_bad_input(damaged_copy: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from prealign.codeswitch.tokenizer import load_tokenizer, save_tokenizer, tokeni
 from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.score import LEXICON_SCHEMA
 from prealign.pipelines.switch import SwitchJob, switch_corpus
-from prealign.shards import MANIFEST, SCHEMA, SCHEMA_VERSION, read_rows, read_shard
+from prealign.shards import CARD, MANIFEST, SCHEMA, SCHEMA_VERSION, read_rows, read_shard
 
 IGNORE = -100
 LEXICON_ROWS = [  # src, tgt, p(tgt|src), score
@@ -182,7 +182,7 @@ def test_manifest(assets: Assets, packed: tuple[Path, Result]) -> None:
         assert table.schema.equals(SCHEMA)
         assert table.num_rows == s["rows"]
         assert s["rows"] == 7 or s is manifest["shards"][-1]
-    assert files_in(out) == sorted([MANIFEST, *(s["file"] for s in manifest["shards"])])  # no leftovers
+    assert files_in(out) == sorted([CARD, MANIFEST, *(s["file"] for s in manifest["shards"])])  # no leftovers
 
 
 def test_packed_rows_are_the_documents_back_to_back(assets: Assets, packed: tuple[Path, Result]) -> None:
@@ -425,7 +425,7 @@ def test_another_runs_shards_need_overwrite(assets: Assets, tmp_path: Path) -> N
     cli(*switch_args(assets, out, "--ratio", 0.7, "--seq-len", 15, "--shard-rows", 1000, "--overwrite"))
     manifest = json.loads((out / MANIFEST).read_text("utf-8"))
     assert manifest["ratio"] == 0.7
-    assert files_in(out) == [MANIFEST, "notes.txt", "shard-00000.arrow"]  # the old shards are gone
+    assert files_in(out) == [CARD, MANIFEST, "notes.txt", "shard-00000.arrow"]  # the old shards are gone
     assert (out / "notes.txt").read_text("utf-8") == "mine"
     fresh = tmp_path / "fresh"
     cli(*switch_args(assets, fresh, "--ratio", 0.7, "--seq-len", 15, "--shard-rows", 1000))

@@ -117,7 +117,9 @@ def _summary(directory: Path, m: dict[str, Any]) -> list[str]:
 
 
 def _load_tokenizer(manifest: dict[str, Any], tokenizer_path: Path | None) -> tuple[Any, str]:
-    """(tokenizer or None, a note for the report)."""
+    """(tokenizer or None, a note for the report). A tokenizer whose vocabulary size differs from the manifest's
+    is not the one the shards were made with: InputError when it was given (``tokenizer_path``), token ids shown
+    when it is the one the manifest names (edited or replaced since)."""
     from tokenizers import Tokenizer
 
     recorded = manifest.get("tokenizer") or {}
@@ -128,6 +130,14 @@ def _load_tokenizer(manifest: dict[str, Any], tokenizer_path: Path | None) -> tu
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception for IO and parse errors
         return None, f"showing token ids: cannot load tokenizer {path}: {exc}"
+    size, expected = tok.get_vocab_size(with_added_tokens=True), recorded["vocab_size"]
+    if size != expected:
+        mismatch = (
+            f"has {size:,} tokens, the manifest's tokenizer had {expected:,}: not the one the shards were made with"
+        )
+        if tokenizer_path is not None:
+            raise InputError(mismatch, path)
+        return None, f"showing token ids: tokenizer {path} {mismatch}"
     note = f"decoded with {path}"
     sha = hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()
     if recorded.get("sha256") and recorded["sha256"] != sha:

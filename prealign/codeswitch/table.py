@@ -8,13 +8,18 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from prealign.errors import InputError
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import polars as pl
 
 Choice = Literal["weighted", "uniform", "top"]
 CHOICES = ("weighted", "uniform", "top")
 LabelPolicy = Literal["input-only", "switched"]
 LABEL_POLICIES = ("input-only", "switched")
+LINE_BREAKS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # a tab, and what str.splitlines() splits on
 
 
 @dataclass(frozen=True)
@@ -99,3 +104,22 @@ def build_table(lexicon: pl.DataFrame, config: SwitchConfig) -> SwitchTable:
     digest = hashlib.sha256("\x00".join(keys + translations).encode("utf-8"))
     digest.update(cum.tobytes())
     return SwitchTable(index, translations, cum, start, digest.hexdigest())
+
+
+def check_words(lexicon: pl.DataFrame, path: Path) -> None:
+    """InputError naming the first row whose ``src`` or ``tgt`` holds a tab or a line break: switching it in would
+    put a tab or a line break into the text (possible in Parquet and JSON-lines lexicons, never in TSV)."""
+    import polars as pl
+
+    pattern = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in LINE_BREAKS) + "]"
+    found = []
+    for column in ("src", "tgt"):
+        hits = lexicon.select(pl.col(column).str.contains(pattern).fill_null(False).arg_true()).to_series()
+        if len(hits):
+            found.append((int(hits[0]), column))
+    if found:
+        row, column = min(found)
+        word = lexicon[column][row]
+        raise InputError(
+            f"row {row + 1}: {column} word {word!r} holds a tab or a line break; a lexicon word cannot", path
+        )

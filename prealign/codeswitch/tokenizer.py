@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from prealign.errors import InputError
+from prealign.outputs import check_outputs
 from prealign.textio import (
     atomic_write,
     check_readable,
@@ -79,11 +80,14 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
         row += len(values)
 
 
-def _batches(files: Sequence[Path], text_column: str) -> Iterator[list[str]]:
-    """All files' texts in order, in lists of up to ``_BATCH`` strings (cheaper to hand to Rust)."""
+def _batches(files: Sequence[Path], text_column: str, seen: list[int] | None = None) -> Iterator[list[str]]:
+    """All files' texts in order, in lists of up to ``_BATCH`` strings (cheaper to hand to Rust); ``seen[0]``
+    counts the texts."""
     batch: list[str] = []
     for path in files:
         for text in iter_texts(Path(path), text_column):
+            if seen is not None:
+                seen[0] += 1
             batch.append(text)
             if len(batch) == _BATCH:
                 yield batch
@@ -106,7 +110,8 @@ def train_tokenizer(
     ``pre_tokenizer`` replaces the GPT-2 byte-level split (it must end in a byte-level step).
 
     The same files in the same order give a byte-identical tokenizer. Raises ``ValueError`` for a vocabulary
-    too small to hold the specials and the 256 bytes, :class:`InputError` for missing or bad input.
+    too small to hold the specials and the 256 bytes, :class:`InputError` for missing or bad input, or for files
+    with no non-blank text at all (which would give a tokenizer of the bytes alone).
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
@@ -127,8 +132,32 @@ def train_tokenizer(
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_batches(files, text_column), trainer=trainer)
+    seen = [0]
+    tok.train_from_iterator(_batches(files, text_column, seen), trainer=trainer)
+    if seen[0] == 0:
+        raise InputError("empty corpus: no non-blank text to train on", ", ".join(map(str, files)))
     return tok
+
+
+def train_tokenizer_file(
+    files: Sequence[Path],
+    output: Path,
+    vocab_size: int,
+    *,
+    min_frequency: int = 2,
+    text_column: str = "text",
+    show_progress: bool = False,
+) -> TokenizerInfo:
+    """``prealign-data tokenizer train``: check the output first (not one of ``files``, writable), train
+    (:func:`train_tokenizer`), then write ``output`` atomically; returns the tokenizer's info."""
+    for path in files:
+        check_readable(path)
+    check_outputs(files, {"-o": output})
+    tok = train_tokenizer(
+        files, vocab_size, min_frequency=min_frequency, text_column=text_column, show_progress=show_progress
+    )
+    save_tokenizer(tok, output)
+    return tokenizer_info(tok)
 
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:

@@ -11,7 +11,14 @@ without packing) of that batch's stream the shard already holds, and the totals 
 killed at any point and started again with the same arguments re-reads the input up to that document (reading,
 not switching), switches from there, drops what the finished shards hold, and carries on; finished shards are
 never rewritten, and the end result is byte for byte that of an uninterrupted run. Killed while moving the
-shards into place, it finishes the move.
+shards into place, it finishes the move (the manifest and the dataset card are written into the work directory
+before the move starts, so the move itself needs no disk space).
+
+The manifest records the job's fingerprint (inputs, options, tool version): the same command run again on its
+finished output checks the shards against the manifest and, when they are intact, does nothing. Only another
+run's output needs ``--overwrite``. A disk that fills up is one error line (:class:`prealign.errors.DiskFull`);
+the work directory is kept (finished shards, no temporary file), so that the same command resumes once there
+is space.
 """
 
 from __future__ import annotations
@@ -30,27 +37,35 @@ import numpy as np
 from prealign import __version__
 from prealign.arrays import join_offsets
 from prealign.codeswitch.switch import Switched
-from prealign.codeswitch.table import SwitchConfig, build_table
+from prealign.codeswitch.table import SwitchConfig, build_table, check_words
 from prealign.codeswitch.task import switch_task
 from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_file, tokenizer_info
-from prealign.errors import InputError
+from prealign.errors import DiskFull, InputError, disk_full_is_input_error
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
+from prealign.outputs import check_outputs
 from prealign.pipelines import faults
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import executor_for
 from prealign.pipelines.workdir import WorkDir, WorkDirBusy, file_identity, fingerprint, read_journal
 from prealign.shards import (
+    CARD,
     IGNORE_INDEX,
     MANIFEST,
     SCHEMA_VERSION,
+    SHARD_GLOB,
     Rows,
+    card_is_ours,
+    check_shards,
     existing_run,
     file_sha256,
+    read_manifest,
     shard_name,
+    write_dataset_card,
     write_manifest,
     write_shard,
 )
+from prealign.textio import check_readable, remove_temporaries
 
 DOC_BATCH = 4096
 WORK = ".work"
@@ -178,9 +193,12 @@ def _document_batches(
 
 
 def _check_job(job: SwitchJob) -> None:
-    for path in job.corpus:
-        if not Path(path).is_file():
-            raise InputError("no such file", path)
+    """Refuse, before any work, missing inputs, bad numbers and an output directory that cannot be written or
+    would hold an input."""
+    for path in [*job.corpus, job.lexicon]:
+        check_readable(path)
+    check_readable(tokenizer_file(job.tokenizer))
+    check_outputs([*job.corpus, job.lexicon, tokenizer_file(job.tokenizer)], {"-o": job.output}, directories=("-o",))
     if job.pack and (job.seq_len is None or job.seq_len < 1):
         raise InputError("--seq-len must be a positive number of tokens when packing", job.output)
     if job.shard_rows < 1:
@@ -240,12 +258,14 @@ def _committing(work_path: Path, job_fingerprint: str) -> bool:
 
 
 def switch_corpus(job: SwitchJob) -> dict[str, Any]:
-    """Run the switch job (or finish an interrupted run of it); returns the manifest it wrote."""
+    """Run the switch job (or finish an interrupted run of it); returns the manifest it wrote, or the manifest of
+    this very job's intact output with ``"already_done": True`` (nothing written)."""
     started = time.perf_counter()
     _check_job(job)
     tokenizer = load_tokenizer(job.tokenizer)
     info = tokenizer_info(tokenizer)
     lexicon, lex_meta = read_lexicon(job.lexicon)
+    check_words(lexicon, job.lexicon)
     table = build_table(lexicon, job.config)
     if len(table) == 0:
         raise InputError("no lexicon entry left after the filters (--min-prob, --min-count)", job.lexicon)
@@ -253,22 +273,70 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
         raise InputError("the tokenizer has no end-of-text token to separate packed documents", job.tokenizer)
     pad_id = info.pad_id if info.pad_id is not None else (info.eot_id if info.eot_id is not None else 0)
     job_fingerprint = _fingerprint(job, info.sha256)
-    work = WorkDir(job.output / WORK, job_fingerprint)
+    work = WorkDir(job.output / WORK, job_fingerprint, names=(SHARD_GLOB, MANIFEST, CARD))
+    if not job.overwrite and _finished(job.output, job_fingerprint):
+        if work.path.exists():  # left by a kill after the manifest was moved into place: it goes
+            with work.kept_unless_bad_input():
+                pass
+        return {**read_manifest(job.output), "already_done": True}
     if existing_run(job.output) and not job.overwrite and not _committing(work.path, job_fingerprint):
         raise InputError("holds another run's shards; pass --overwrite to replace them", job.output)
     created = not job.output.exists()
     try:
-        with work.kept_unless_bad_input():
-            manifest = _run(job, work, tokenizer_file(job.tokenizer), info, pad_id, table, lexicon.height, lex_meta)
+        with disk_full_is_input_error(job.output), work.kept_unless_bad_input():  # a full disk keeps the work
+            manifest = _run(
+                job, work, tokenizer_file(job.tokenizer), info, pad_id, table, lexicon.height, lex_meta, job_fingerprint
+            )
     except InputError as exc:
-        if created and not isinstance(exc, WorkDirBusy):
+        if created and not isinstance(exc, WorkDirBusy | DiskFull):
             shutil.rmtree(job.output, ignore_errors=True)
         raise
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
 
 
-def _run(job: SwitchJob, work: WorkDir, tok_path: Path, info, pad_id: int, table, lexicon_rows, lex_meta) -> dict:
+def switch_report(manifest: dict[str, Any], output: Path) -> str:
+    """What the command prints: the run's summary, or that the same run had already been done."""
+    from prealign.pipelines.report import switch_summary
+
+    if manifest.get("already_done"):
+        return f"switch: already done (same inputs and options; shards checked) -> {output}"
+    return switch_summary(manifest, output)
+
+
+def _finished(output: Path, job_fingerprint: str) -> bool:
+    """True when ``output`` holds this job's finished run with every shard intact; InputError when it holds this
+    job's run with shards that do not match its manifest. Temporary files of the run's names are removed."""
+    if not (output / MANIFEST).is_file():
+        return False
+    try:
+        manifest = read_manifest(output)
+    except InputError:
+        return False  # not a manifest this job wrote
+    if manifest.get("job_fingerprint") != job_fingerprint:
+        return False
+    problems = check_shards(output)
+    if problems:
+        more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+        raise InputError(
+            f"holds this run's output, but it is damaged ({problems[0]}{more}): pass --overwrite to write it again",
+            output,
+        )
+    remove_temporaries(output / n for n in [MANIFEST, CARD, *(e["file"] for e in manifest["shards"])])
+    return True
+
+
+def _run(
+    job: SwitchJob,
+    work: WorkDir,
+    tok_path: Path,
+    info,
+    pad_id: int,
+    table,
+    lexicon_rows,
+    lex_meta,
+    job_fingerprint: str,
+) -> dict:
     """Switch what is left to switch into ``work``, then move the shards into place (see the module doc)."""
     shards = [e["shard"] for e in work.all("shard")]
     packer = Packer(job.seq_len + 1 if job.pack else None, info.eot_id, pad_id)
@@ -292,7 +360,7 @@ def _run(job: SwitchJob, work: WorkDir, tok_path: Path, info, pad_id: int, table
             table_h = ex.put(table)
             batches = _document_batches(job.corpus, job.text_column, DOC_BATCH, stream.next_doc)
             args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
-            for result in bar.iterate(_ordered(ex, switch_task, args), "switch", unit="batch"):
+            for result in bar.iterate_bytes(_ordered(ex, switch_task, args), "switch", job.corpus, unit="batch"):
                 pending.append(packer.add(result))
                 stream.add(result, packer.position)
                 _flush(pending, work.path, len(shards), job.shard_rows, finished, final=False)
@@ -306,13 +374,19 @@ def _run(job: SwitchJob, work: WorkDir, tok_path: Path, info, pad_id: int, table
     shards += done["done"]["shards"]
     end = done["done"]
     manifest = _manifest(job, info, lexicon_rows, lex_meta, end["totals"], shards, packer.row_tokens, end["padding"])
+    manifest["job_fingerprint"] = job_fingerprint
     _commit(job, work, shards, manifest)
     return manifest
 
 
 def _commit(job: SwitchJob, work: WorkDir, shards: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
-    """Move the shards into place, then write the manifest; safe to run again after a kill."""
+    """Move the shards, the dataset card and the manifest (last) into place; safe to run again after a kill.
+
+    The manifest and the card are written into the work directory first, so that the moves need no space.
+    """
     if work.last("commit") is None:
+        write_dataset_card(work.path, manifest)
+        write_manifest(work.path, manifest)
         work.record({"commit": True})
     ours = {entry["file"] for entry in shards}
     if job.overwrite:  # another run's manifest and shards go (ours may be there already, from a killed commit)
@@ -324,7 +398,15 @@ def _commit(job: SwitchJob, work: WorkDir, shards: list[dict[str, Any]], manifes
         if source.exists():
             os.replace(source, job.output / entry["file"])
             faults.reached("switch-commit")
-    write_manifest(job.output, manifest)
+    card = work.path / CARD
+    if card.exists():
+        if card_is_ours(job.output / CARD):
+            os.replace(card, job.output / CARD)
+        else:  # the user's own README.md stays
+            card.unlink()
+    if (work.path / MANIFEST).exists():
+        os.replace(work.path / MANIFEST, job.output / MANIFEST)
+    remove_temporaries(job.output / n for n in [MANIFEST, CARD, *ours])
 
 
 def _ordered(ex: Executor, func, args) -> Iterator[Switched]:
