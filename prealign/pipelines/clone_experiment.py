@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -135,16 +136,29 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def prepare_data(corpus: Path, data: Path, cfg: ExperimentConfig, echo: Callable[[str], None]) -> dict[str, Any]:
+def read_corpus(corpus: Path, cfg: ExperimentConfig) -> list[str]:
+    """The corpus lines the experiment uses; a file it cannot use (missing, not UTF-8 text, empty, too few
+    lines for the held-out split) is an :class:`InputError` naming it."""
+    from prealign.train.clone import read_english
+
+    lines = read_english(corpus, cfg.max_lines)
+    if len(lines) < 4 * cfg.eval_lines:
+        raise InputError(
+            f"{len(lines)} lines is too few for {cfg.eval_lines} held-out lines (need {4 * cfg.eval_lines})", corpus
+        )
+    return lines
+
+
+def prepare_data(
+    corpus: Path, data: Path, cfg: ExperimentConfig, echo: Callable[[str], None], lines: list[str] | None = None
+) -> dict[str, Any]:
     """Split, clone, tokenizer, lexicon (extracted and true), facts and shards under ``data``; returns the facts
-    of the data (sizes, lexicon quality)."""
-    from prealign.train.clone import clone_text, clone_tokenizer, read_english, symmetric_pre_tokenizer, true_lexicon
+    of the data (sizes, lexicon quality). ``lines``: the corpus already read by :func:`read_corpus`."""
+    from prealign.train.clone import clone_text, clone_tokenizer, symmetric_pre_tokenizer, true_lexicon
     from prealign.train.probes import fact_sentences, make_facts
 
     data.mkdir(parents=True, exist_ok=True)
-    lines = read_english(corpus, cfg.max_lines)
-    if len(lines) < 4 * cfg.eval_lines:
-        raise InputError(f"{len(lines)} lines is too few for {cfg.eval_lines} held-out lines", corpus)
+    lines = read_corpus(corpus, cfg) if lines is None else lines
     every = len(lines) // cfg.eval_lines
     eval_idx = set(range(every - 1, len(lines), every)[: cfg.eval_lines])
     train = [line for i, line in enumerate(lines) if i not in eval_idx]
@@ -243,7 +257,13 @@ def _align_init(data: Path, run: Path, cfg: ExperimentConfig, seed: int, align_w
         align_weight=align_weight,
     )
     return run_align_init(
-        data / "lexicon.parquet", data / "tokenizer.json", run, cfg.model, init, overrides=cfg.model_overrides
+        data / "lexicon.parquet",
+        data / "tokenizer.json",
+        run,
+        cfg.model,
+        init,
+        overrides=cfg.model_overrides,
+        overwrite=True,  # what an interrupted init left there
     )
 
 
@@ -286,7 +306,16 @@ def _train(
     curve: list[dict[str, Any]] = []
     stops = sorted({round(cfg.steps * (k + 1) / cfg.eval_points) for k in range(cfg.eval_points)})
     for k, stop in enumerate(stops):
-        pretrain(shards, run, pcfg, init_run=init if k == 0 else None, resume=k > 0, progress=False, stop_after=stop)
+        pretrain(
+            shards,
+            run,
+            pcfg,
+            init_run=init if k == 0 else None,
+            resume=k > 0,
+            progress=False,
+            stop_after=stop,
+            overwrite=k == 0,  # what an interrupted run left there is trained again
+        )
         model, _ = load_model(run, device="cpu")
         curve.append({"step": stop, "tokens": stop * tokens_per_step, **_heldout(model, tok, data, cfg)})
     atomic_write_text(curve_path, "".join(json.dumps(row) + "\n" for row in curve))
@@ -327,23 +356,36 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run (or finish: finished steps are kept) the experiment into ``output``; returns the results and writes
     ``results.json``, ``report.md`` and the plots."""
+    from prealign.train.checkpoint import read_json
     from prealign.train.experiment_report import write_report
+    from prealign.train.runtime import resolve_device
 
+    resolve_device(cfg.device)  # a device this machine lacks fails before anything is written
     started = time.perf_counter()
-    output.mkdir(parents=True, exist_ok=True)
     data = output / "data"
     settings = {"corpus": str(corpus), "config": cfg.to_dict(), "seeds": seeds, "conditions": list(conditions)}
     settings_path = output / "settings.json"
-    if settings_path.is_file() and json.loads(settings_path.read_text("utf-8")) != settings:
+    fresh = not settings_path.is_file()
+    if not fresh and read_json(settings_path) != settings:
         raise InputError("holds an experiment with other settings; use another directory", output)
-    atomic_write_text(settings_path, json.dumps(settings, indent=1) + "\n")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if (data / "summary.json").is_file():
-        data_summary = json.loads((data / "summary.json").read_text("utf-8"))
+        data_summary = read_json(data / "summary.json")
     else:
-        data_summary = prepare_data(corpus, data, cfg, echo)
-        atomic_write_text(data / "summary.json", json.dumps(data_summary, indent=1) + "\n")
+        lines = read_corpus(corpus, cfg)  # a corpus it cannot use fails before anything is written
+        created = output if not output.exists() else data if not data.exists() else None
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(settings_path, json.dumps(settings, indent=1) + "\n")
+            data_summary = prepare_data(corpus, data, cfg, echo, lines)
+            atomic_write_text(data / "summary.json", json.dumps(data_summary, indent=1) + "\n")
+        except InputError:
+            if fresh:  # bad input in an experiment that had not started: leave nothing behind
+                if created is not None:
+                    shutil.rmtree(created, ignore_errors=True)
+                settings_path.unlink(missing_ok=True)
+            raise
     timings["data"] = time.perf_counter() - t
     q = data_summary["lexicon_quality"]["count>=5"]
     echo(f"lexicon: {data_summary['lexicon_entries']} entries, P@1 {q['p@1']:.3f} against the true lexicon")

@@ -25,6 +25,7 @@ labels; the result equals running with ``attention_mask``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from prealign.train.model import Transformer
-from prealign.train.runtime import resolve_device, warmup_cosine
+from prealign.train.runtime import DEVICE_PATTERN, TrainingDiverged, check_number, resolve_device, warmup_cosine
 
 POOLINGS = ("sum", "mean")
 
@@ -76,27 +77,31 @@ class AlignInitConfig:
             if len(set(layers)) != len(layers):
                 raise ValueError(f"layers repeat an index: {self.layers!r}")
             object.__setattr__(self, "layers", layers)
+        check_number("temperature", self.temperature, 0, open_low=True)
+        check_number("align_weight", self.align_weight, 0)
+        check_number("lr", self.lr, 0, open_low=True)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("min_prob", self.min_prob, 0, 1)
+        if self.grad_clip is not None:
+            check_number("grad_clip", self.grad_clip, 0, open_low=True)
         checks = [
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.align_weight >= 0, "align_weight must be >= 0"),
             (self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}"),
             (self.steps >= 1, "steps must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
-            (self.lr > 0, "lr must be > 0"),
             (self.warmup >= 0, "warmup must be >= 0"),
-            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or None"),
             (self.max_word_tokens >= 1, "max_word_tokens must be >= 1"),
             (self.max_translations is None or self.max_translations >= 1, "max_translations must be >= 1"),
-            (0 <= self.min_prob <= 1, "min_prob must be in [0, 1]"),
             (self.min_count >= 0, "min_count must be >= 0"),
             (self.log_every >= 1, "log_every must be >= 1"),
-            (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "unknown device"),
+            (
+                isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+                f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N",
+            ),
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"{message} (got {self!r})")
+                raise ValueError(message)
 
     def layer_indices(self, n_layers: int) -> list[int]:
         """The layer indices for a model of ``n_layers`` blocks (ValueError when one is out of range)."""
@@ -358,6 +363,10 @@ def train_align_init(
         window.append([float(total.detach()), float(lm.detach()), *(float(a.detach()) for a in aligns)])
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
+            if not all(math.isfinite(x) for x in mean):
+                raise TrainingDiverged(
+                    f"training diverged: the loss became NaN or infinite by step {step + 1} (try a lower --lr)"
+                )
             record = {
                 "step": step + 1,
                 "lr": lr,
@@ -376,6 +385,23 @@ def train_align_init(
     return metrics
 
 
+def usable_entries(lexicon: Path, config: AlignInitConfig) -> pl.DataFrame:
+    """The lexicon read and checked: at least two entries must be left after the filters of ``config``."""
+    from prealign.errors import InputError
+    from prealign.lexicon.lexicon_io import read_lexicon
+
+    df, _ = read_lexicon(lexicon)
+    entries = lexicon_entries(df, config)
+    if len(entries) < 2:
+        raise InputError(
+            f"{len(entries)} usable entries ({df.height} rows before --min-count {config.min_count} and "
+            f"--min-prob {config.min_prob:g}; an entry needs a translation other than the word itself): "
+            "alignment initialisation needs at least 2",
+            lexicon,
+        )
+    return df
+
+
 def run_align_init(
     lexicon: Path,
     tokenizer_path: Path,
@@ -384,52 +410,62 @@ def run_align_init(
     config: AlignInitConfig,
     echo=None,
     overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The ``train align-init`` job: a fresh model of ``size`` (with ``overrides`` of its shape), trained on the
     lexicon, saved in ``output``.
 
-    Writes ``output/metrics.jsonl`` (rows with ``"stage": "align-init"``) and the run directory.
+    Writes ``output/metrics.jsonl`` (rows with ``"stage": "align-init"``) and the run directory, holding it
+    locked (:func:`prealign.train.rundir.run_session`): a run already there is refused unless ``overwrite``, and
+    a failed run leaves nothing behind.
     """
     from prealign.codeswitch.tokenizer import load_tokenizer, tokenizer_info
     from prealign.errors import InputError
-    from prealign.lexicon.lexicon_io import read_lexicon
     from prealign.train.checkpoint import save_model
     from prealign.train.model import Transformer, model_config
+    from prealign.train.rundir import run_session
 
+    resolve_device(config.device)
     tok = load_tokenizer(tokenizer_path)
     info = tokenizer_info(tok)
     cfg = model_config(size, info.vocab_size, **(overrides or {}))
     config.layer_indices(cfg.n_layers)
-    df, _ = read_lexicon(lexicon)
-    torch.manual_seed(config.seed)
-    model = Transformer(cfg)
-    output.mkdir(parents=True, exist_ok=True)
+    df = usable_entries(lexicon, config)
     metrics: list[dict[str, Any]] = []
-    with (output / "metrics.jsonl").open("w", encoding="utf-8") as fh:
+    with run_session(output, overwrite=overwrite) as session:
+        torch.manual_seed(config.seed)
+        model = Transformer(cfg)
+        with (output / "metrics.jsonl").open("w", encoding="utf-8") as fh:
 
-        def progress(row: dict[str, Any]) -> None:
-            row = {"stage": "align-init", **row}
-            metrics.append(row)
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            if echo is not None:
-                echo(
-                    f"step {row['step']}: loss {row['loss']:.4f} lm {row['lm_loss']:.4f} align {row['align_loss']:.4f}"
-                )
+            def progress(row: dict[str, Any]) -> None:
+                row = {"stage": "align-init", **row}
+                metrics.append(row)
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                if echo is not None:
+                    echo(
+                        f"step {row['step']}: loss {row['loss']:.4f} lm {row['lm_loss']:.4f} "
+                        f"align {row['align_loss']:.4f}"
+                    )
 
-        try:
-            train_align_init(model, tok, df, config, progress=progress)
-        except ValueError as exc:  # e.g. fewer than 2 usable entries after filtering
-            raise InputError(str(exc), lexicon) from None
-    save_model(
-        output,
-        model.cpu(),
-        {
-            "tokenizer_sha256": info.sha256,
-            "tokenizer_path": str(Path(tokenizer_path).resolve()),
-            "stage": "align-init",
-            "lexicon": str(Path(lexicon).resolve()),
-            "align_init": asdict(config),
-        },
-    )
+            try:
+                train_align_init(model, tok, df, config, progress=progress)
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(exc.message, output) from None
+            except ValueError as exc:  # e.g. a word with no tokens
+                raise InputError(str(exc), lexicon) from None
+        save_model(
+            output,
+            model.cpu(),
+            {
+                "tokenizer_sha256": info.sha256,
+                "tokenizer_path": str(Path(tokenizer_path).resolve()),
+                "stage": "align-init",
+                "lexicon": str(Path(lexicon).resolve()),
+                "model_name": size,
+                "model_overrides": dict(overrides or {}),
+                "align_init": asdict(config),
+            },
+        )
+        session.saved = True
     return {"steps": config.steps, "parameters": model.num_parameters(), "run_dir": str(output), "last": metrics[-1:]}

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import string
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,7 +29,7 @@ from tokenizers import Regex, Tokenizer, pre_tokenizers
 
 from prealign.errors import InputError
 from prealign.text import Segmenter, SegmenterConfig
-from prealign.textio import open_lines
+from prealign.textio import open_lines, temp_dir
 
 # where images of punctuation and symbols are looked for, in order
 _SYMBOL_BLOCKS = (
@@ -215,6 +214,8 @@ def read_english(path: Path, max_lines: int | None = None) -> list[str]:
         text = line.strip()
         if not text:
             continue
+        if "\x00" in text:
+            raise InputError("a NUL byte: this is a binary file, not English text", path, number)
         found = clone_characters_in(text)
         if found:
             raise InputError(
@@ -247,7 +248,7 @@ def make_clone(corpus: Path, output: Path, max_lines: int | None = None, overwri
     lines = read_english(corpus, max_lines)
     lexicon = true_lexicon(lines)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = temp_dir(output)
     try:
         (staging / "en.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         (staging / "clone.txt").write_text("".join(clone_text(line) + "\n" for line in lines), encoding="utf-8")

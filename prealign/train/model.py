@@ -67,6 +67,31 @@ def model_config(name: str, vocab_size: int, **overrides: object) -> ModelConfig
     return replace(CONFIGS[name], vocab_size=vocab_size, **overrides)
 
 
+# the fields that make two models different networks (vocabulary and length come from the data)
+SHAPE_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "rope_theta", "norm_eps", "tie_embeddings")
+
+
+def shape_of(cfg: ModelConfig) -> dict[str, object]:
+    """The fields of :data:`SHAPE_FIELDS`, ``hidden_dim`` resolved."""
+    shape = {name: getattr(cfg, name) for name in SHAPE_FIELDS}
+    shape["hidden_dim"] = cfg.ffn_dim
+    shape["n_kv_heads"] = cfg.n_kv_heads or cfg.n_heads
+    return shape
+
+
+def name_of(cfg: ModelConfig) -> tuple[str, dict[str, object]]:
+    """The named config closest to ``cfg`` and the overrides that turn it into ``cfg``'s shape."""
+    best: tuple[str, dict[str, object]] | None = None
+    want = shape_of(cfg)
+    for name, named in CONFIGS.items():
+        have = shape_of(replace(named, vocab_size=cfg.vocab_size))
+        overrides = {k: getattr(cfg, k) for k, v in want.items() if have[k] != v}
+        if best is None or len(overrides) < len(best[1]):
+            best = (name, overrides)
+    assert best is not None
+    return best
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()

@@ -1,0 +1,120 @@
+"""Holding a run directory while a training command writes it.
+
+A training command (``train align-init``, ``train pretrain``) takes an exclusive ``flock`` on the run directory
+itself (no lock file is left behind), so a second command into the same directory fails at once with one line
+instead of mixing its checkpoints in; the kernel drops the lock when the process dies, however it dies.
+
+A fresh run (not ``--resume``) into a directory that already holds a run is refused unless ``overwrite``, which
+removes the old run's files first. When a fresh run fails before it saved a checkpoint, the files it wrote
+are removed again (and the directory, when the run created it): a failed command leaves nothing behind. Once
+a checkpoint is saved, a failure (a full disk, a diverged loss) keeps it, to be continued with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from prealign.errors import DiskFull, InputError, disk_full
+
+# what a training run writes into its directory (checkpoint.py's files and the metrics)
+RUN_FILES = ("model.safetensors", "run.json", "state.json", "optimizer.safetensors", "metrics.jsonl")
+
+
+class RunDirBusy(InputError):
+    """Another training command holds the run directory."""
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds any file of a training run."""
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Remove a run's files and the temporary files of an interrupted save; other files stay."""
+    if not run_dir.is_dir():
+        return
+    for p in run_dir.iterdir():
+        temp = p.name.startswith(".") and p.name.endswith(".tmp") and p.name[1:].split(".tmp")[0].startswith(RUN_FILES)
+        if p.name in RUN_FILES or temp:
+            p.unlink(missing_ok=True)
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+@dataclass
+class RunSession:
+    """What :func:`run_session` yields: mark ``saved`` once a checkpoint is on disk."""
+
+    path: Path
+    saved: bool = False
+
+
+def no_space(exc: BaseException, run_dir: Path) -> InputError | None:
+    """The one-line error for a full disk (or quota) while writing ``run_dir``; None for other errors."""
+    return DiskFull("no space left on device", run_dir) if disk_full(exc) else None
+
+
+@contextmanager
+def run_session(run_dir: Path, resume: bool = False, overwrite: bool = False) -> Iterator[RunSession]:
+    """Lock ``run_dir`` (creating it) for one training command; see the module docstring.
+
+    ``resume`` needs a ``state.json`` there; a fresh run needs an empty place, or ``overwrite``. A full disk
+    inside the block becomes ``error: RUN: no space left on device``.
+    """
+    run_dir = Path(run_dir)
+    created = _missing_dirs(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise no_space(exc, run_dir) or InputError(f"cannot create the run directory: {exc.strerror}", run_dir) from exc
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirBusy("another training command is writing this run directory", run_dir) from None
+    session = RunSession(run_dir)
+    try:
+        if resume and not (run_dir / "state.json").is_file():
+            raise InputError("nothing to resume: no state.json", run_dir)
+        if not resume and holds_run(run_dir):
+            if not overwrite:
+                raise InputError("holds a run already: --resume continues it, --overwrite replaces it", run_dir)
+            clear_run_files(run_dir)
+        try:
+            yield session
+        except BaseException as exc:
+            if not resume and not session.saved:
+                clear_run_files(run_dir)
+            full = no_space(exc, run_dir)
+            if full is not None:
+                raise full from exc
+            raise
+    except BaseException:
+        if not session.saved:
+            _remove_empty(created)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed command created (deepest first), while they are empty."""
+    for p in directories:
+        try:
+            p.rmdir()
+        except OSError:
+            return
