@@ -228,13 +228,22 @@ def existing_run(directory: Path) -> bool:
     return (directory / MANIFEST).exists() or any(p.name.startswith("shard-") for p in directory.iterdir())
 
 
+def card_config_name(manifest: dict[str, Any]) -> str:
+    """The card's config name, ``shards-`` and a digest of every shard's sha256: datasets caches a card-configured
+    directory under its name and config, not its files, so a shared name ("default") would hand back another
+    directory's rows (seen with datasets 5.2: two ``shards/`` directories, the second read as the first)."""
+    digest = hashlib.sha256("".join(s["sha256"] for s in manifest["shards"]).encode("ascii")).hexdigest()
+    return f"shards-{digest[:16]}"
+
+
 def card_text(manifest: dict[str, Any]) -> str:
     """A Hugging Face dataset card: its YAML ``configs`` block makes ``load_dataset(DIR)`` read the shards only."""
     return "\n".join(
         [
             "---",
             "configs:",
-            "- config_name: default",
+            f"- config_name: {card_config_name(manifest)}",
+            "  default: true",
             "  data_files:",
             "  - split: train",
             f"    path: {SHARD_GLOB}",

@@ -211,6 +211,23 @@ def test_hugging_face_datasets_loads_a_switch_output(
     assert card.startswith("---\nconfigs:\n") and "path: shard-*.arrow" in card
 
 
+def test_two_shard_directories_of_one_name_load_their_own_rows(
+    assets: Assets, shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasets caches a card-configured directory by its name and config: two ``shards/`` directories of the
+    same shape (another seed: same rows, same bytes) must not be handed each other's rows from one cache."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    datasets = pytest.importorskip("datasets")
+    other = tmp_path / "shards"
+    cli(*switch_args(assets, other, "--seed", 7))
+    for directory in (shards, other):
+        want = [row["input_ids"].tolist() for row in iter_rows(directory)]
+        assert datasets.load_dataset(str(directory), split="train")["input_ids"] == want, directory
+    assert [r["input_ids"].tolist() for r in iter_rows(shards)] != [r["input_ids"].tolist() for r in iter_rows(other)]
+
+
 # --- 5. nanoGPT export ------------------------------------------------------------------------------------------
 
 
