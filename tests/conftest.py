@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,11 +193,28 @@ def unmount(mount: Path) -> None:
     subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
 
 
+@contextmanager
+def tmpfs(mount: Path, size: int | str, read_only: bool = False) -> Iterator[Path]:
+    """:func:`mount_tmpfs` for the duration of a ``with`` block."""
+    try:
+        yield mount_tmpfs(mount, size, read_only)
+    finally:
+        unmount(mount)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB tmpfs at a fresh directory (see :func:`mount_tmpfs`)."""
-    mount = mount_tmpfs(tmp_path / "small-disk", "256k")
-    try:
+    with tmpfs(tmp_path / "small-disk", "256k") as mount:
         yield mount
-    finally:
-        unmount(mount)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny matrices: one torch thread is several times faster than two, above all on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,13 +76,7 @@ def tiny_model(tokenizer: Tokenizer, seed: int = 0) -> Transformer:
     return Transformer(model_config("tiny", tokenizer.get_vocab_size(with_added_tokens=True)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is several times faster than two, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = AlignInitConfig(steps=150, batch_size=16, lr=3e-3, warmup=10, log_every=10, device="cpu")

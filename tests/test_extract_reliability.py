@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA, cli, mount_tmpfs, unmount
+from conftest import SHARED_DATA, cli, tmpfs
 
 import prealign.pipelines.extract as extract
 from prealign.cli import main
@@ -129,16 +129,14 @@ def test_rerun_removes_temporary_files_a_killed_write_left(corpus: Path, tmp_pat
 )
 def test_extract_checks_its_outputs_before_any_work(corpus, tmp_path, monkeypatch, args, message) -> None:
     (tmp_path / "afile").write_text("a file", encoding="utf-8")
-    if os.geteuid() == 0:  # root writes into a mode-0555 directory: use a read-only file system instead
-        mount_tmpfs(tmp_path / "ro", "64k", read_only=True)
-    else:
-        (tmp_path / "ro").mkdir(mode=0o555)
     calls = no_work(monkeypatch)
     args = [a.replace("{t}", str(tmp_path)) for a in args]
-    try:
+    if os.geteuid() == 0:  # root writes into a mode-0555 directory: a read-only file system refuses even root
+        with tmpfs(tmp_path / "ro", "64k", read_only=True):
+            result = cli(*EXTRACT, corpus, *args, code=2)
+    else:
+        (tmp_path / "ro").mkdir(mode=0o555)
         result = cli(*EXTRACT, corpus, *args, code=2)
-    finally:
-        unmount(tmp_path / "ro")
     assert result.stderr.startswith("error: " + message.replace("{t}", str(tmp_path)))
     assert result.stderr.count("\n") == 1 and calls == [] and leftovers(tmp_path) == []
 
@@ -382,11 +380,8 @@ def test_read_progress_counts_bytes_of_the_input(tmp_path: Path, capsys) -> None
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KiB tmpfs (skipped where mounting is not permitted)."""
-    mount = mount_tmpfs(tmp_path / "disk", "64k")
-    try:
+    with tmpfs(tmp_path / "disk", "64k") as mount:
         yield mount
-    finally:
-        unmount(mount)
 
 
 @pytest.mark.parametrize("command", [EXTRACT, ALIGN])

@@ -29,12 +29,7 @@ PRE = ("--steps", 4, "--batch-size", 4, "--warmup", 1, "--eval-every", 0, "--dev
 INIT = ("--steps", 3, "--batch-size", 4, "--device", "cpu", "-q")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
