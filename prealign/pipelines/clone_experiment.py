@@ -315,6 +315,7 @@ def _train(
             progress=False,
             stop_after=stop,
             overwrite=k == 0,  # what an interrupted run left there is trained again
+            verify_shards=k == 0,  # the later segments read the shards the first one checked
         )
         model, _ = load_model(run, device="cpu")
         curve.append({"step": stop, "tokens": stop * tokens_per_step, **_heldout(model, tok, data, cfg)})

@@ -53,7 +53,7 @@ from prealign.pipelines.corpus_store import (
     write_links,
 )
 from prealign.pipelines.progress import Progress
-from prealign.pipelines.ray_runtime import check_reachable, executor_for
+from prealign.pipelines.ray_runtime import executor_for
 from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint, read_journal
 from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text, remove_temporaries
@@ -151,8 +151,6 @@ def _before_work(job: AlignJob, outputs: dict[str, Path], hashed: dict[str, Path
     done = job_outputs.already_done(record, hashed, run_fp)
     if done is not None:
         return done
-    if job.ray_address is not None and job.workers != 0:
-        check_reachable(job.ray_address)
     work = read_journal(work_dir_for(outputs["-o"]))
     if not (work and work[0].get("fingerprint") == work_fp):  # not this job's own interrupted run
         job_outputs.refuse_existing(outputs, job.overwrite)

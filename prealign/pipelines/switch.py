@@ -275,9 +275,7 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     job_fingerprint = _fingerprint(job, info.sha256)
     work = WorkDir(job.output / WORK, job_fingerprint, names=(SHARD_GLOB, MANIFEST, CARD))
     if not job.overwrite and _finished(job.output, job_fingerprint):
-        if work.path.exists():  # left by a kill after the manifest was moved into place: it goes
-            with work.kept_unless_bad_input():
-                pass
+        work.remove()  # what a kill after the manifest was moved into place left: the job's own files go
         return {**read_manifest(job.output), "already_done": True}
     if existing_run(job.output) and not job.overwrite and not _committing(work.path, job_fingerprint):
         raise InputError("holds another run's shards; pass --overwrite to replace them", job.output)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from prealign.errors import InputError
 from prealign.textio import json_type, temp_file
@@ -83,13 +83,14 @@ def save_checkpoint(
     as one checkpoint: all written before any is renamed into place. ``state["step"]`` is the step."""
     run_dir = Path(run_dir)
     flat, meta = {}, {}
-    for pid, st in optimizer.state_dict()["state"].items():
+    optimizer_state = optimizer.state_dict()
+    for pid, st in optimizer_state["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
                 flat[f"{pid}.{k}"] = v
             else:
                 meta[f"{pid}.{k}"] = v
-    groups = optimizer.state_dict()["param_groups"]
+    groups = optimizer_state["param_groups"]
     state_json = json.dumps({**state, "optimizer_groups": groups, "optimizer_scalars": meta}, allow_nan=False)
     files = _model_files(run_dir, model, {**info, "step": state["step"]})
     files[run_dir / OPTIMIZER] = _tensor_bytes(flat, state["step"])
@@ -134,7 +135,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_KINDS = {int: _is_int, float: lambda v: _is_int(v) or (isinstance(v, float) and math.isfinite(v))}
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def model_config_of(info: dict[str, Any], path: Path) -> ModelConfig:
@@ -151,7 +153,7 @@ def model_config_of(info: dict[str, Any], path: Path) -> ModelConfig:
         ok = {
             "int": _is_int(value) and value > 0,
             "int | None": value is None or (_is_int(value) and value > 0),
-            "float": _KINDS[float](value) and value > 0,
+            "float": _is_number(value) and value > 0,
             "bool": isinstance(value, bool),
         }.get(kind, True)
         if not ok:
@@ -168,8 +170,7 @@ def _load_tensors(path: Path, device: str = "cpu") -> tuple[dict[str, torch.Tens
         raise InputError("no such file", path)
     try:
         with safe_open(str(path), framework="pt", device=device) as fh:
-            metadata = fh.metadata() or {}
-        return load_file(str(path), device=device), metadata
+            return {key: fh.get_tensor(key) for key in fh.keys()}, fh.metadata() or {}
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise InputError(f"corrupt or truncated safetensors file: {reason}", path) from None

@@ -21,11 +21,11 @@ metrics of an interrupted and resumed run equal an uninterrupted one. A resumed 
 ``run.json``; an option given again must equal the record (those of ``RESUME_FREE`` may change), and
 ``state.json`` is checked (types, step within the schedule, the same step as the weights) before it is used.
 
-Safety. Every shard is checked against the manifest (size, sha256, rows) before the first step. The run
-directory is locked while the command runs (:mod:`prealign.train.rundir`). A NaN or infinite loss or gradient
-norm sets a flag on the device, read where values are read anyway (at the logging interval) and before each
-checkpoint: training stops with :class:`prealign.train.runtime.TrainingDiverged` and no diverged checkpoint
-is written. A full disk ends the command with ``error: RUN: no space left on device``, the previous
+Safety. Every shard is checked against the manifest (sha256, rows, tokens, ids inside the vocabulary) before the
+first step. The run directory is locked while the command runs (:mod:`prealign.train.rundir`). A NaN or infinite
+loss or gradient norm sets a flag on the device, read where values are read anyway (at the logging interval) and
+before each checkpoint: training stops with :class:`prealign.train.runtime.TrainingDiverged` and no diverged
+checkpoint is written. A full disk ends the command with ``error: RUN: no space left on device``, the previous
 checkpoint whole.
 
 Throughput. ``tokens`` counts input tokens (padding excluded); MFU (CUDA only, for GPUs in
@@ -50,7 +50,7 @@ import torch
 from prealign import __version__
 from prealign.errors import InputError
 from prealign.shards import IGNORE_INDEX, check_shards, plan_rows, read_manifest, read_rows
-from prealign.textio import json_type
+from prealign.textio import atomic_write_text, json_type
 from prealign.train import checkpoint
 from prealign.train.model import CONFIGS, ModelConfig, Transformer, model_config, name_of, shape_of
 from prealign.train.rundir import run_session
@@ -303,7 +303,7 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
             raise InputError("invalid JSON", path, n) from None
         if isinstance(row, dict) and not (row.get("stage", STAGE) == STAGE and row.get("step", 0) > step):
             keep.append(line)
-    path.write_text("".join(line + "\n" for line in keep), "utf-8")
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 @torch.no_grad()
@@ -333,7 +333,7 @@ def evaluate(
 
 
 def _check_shards(shards_dir: Path) -> None:
-    """Every shard against the manifest (present, size, sha256, rows) before the first step."""
+    """Every shard against the manifest (present, sha256, rows, tokens, ids in the vocabulary), before step 1."""
     try:
         problems = check_shards(shards_dir)
     except (OSError, ValueError, pa.ArrowException) as exc:
@@ -426,11 +426,13 @@ def pretrain(
     stop_after: int | None = None,
     overwrite: bool = False,
     explicit: Collection[str] | None = None,
+    verify_shards: bool = True,
 ) -> dict[str, Any]:
     """Train on ``shards_dir`` into ``run_dir``; returns a summary. ``stop_after`` ends (with a checkpoint) at that
     step of a ``config.steps`` schedule, to be continued with ``resume=True``. ``overwrite`` replaces a run
     already in ``run_dir``. ``explicit`` names the config fields the user gave (None: all): the others come
-    from the run's record on resume, and the model from the init run with ``init_run``."""
+    from the run's record on resume, and the model from the init run with ``init_run``. ``verify_shards=False``
+    skips checking every shard against the manifest, for a caller that has just checked the same shards."""
     from tqdm import tqdm
 
     shards_dir, run_dir = Path(shards_dir), Path(run_dir)
@@ -441,7 +443,8 @@ def pretrain(
     shards_sha = tok.get("sha256")
     if not shards_sha or not tok.get("vocab_size"):
         raise InputError("the manifest records no tokenizer sha256 / vocab_size", shards_dir / "manifest.json")
-    _check_shards(shards_dir)
+    if verify_shards:
+        _check_shards(shards_dir)
     split = split_shards(manifest, cfg.eval_fraction)
 
     with run_session(run_dir, resume=resume, overwrite=overwrite) as session:

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prealign.errors import DiskFull, InputError, disk_full
+from prealign.textio import remove_temporaries
+from prealign.train.checkpoint import OPTIMIZER, RUN, STATE, WEIGHTS
 
 # what a training run writes into its directory (checkpoint.py's files and the metrics)
-RUN_FILES = ("model.safetensors", "run.json", "state.json", "optimizer.safetensors", "metrics.jsonl")
+RUN_FILES = (WEIGHTS, RUN, STATE, OPTIMIZER, "metrics.jsonl")
 
 
 class RunDirBusy(InputError):
@@ -36,12 +38,10 @@ def holds_run(run_dir: Path) -> bool:
 
 def clear_run_files(run_dir: Path) -> None:
     """Remove a run's files and the temporary files of an interrupted save; other files stay."""
-    if not run_dir.is_dir():
-        return
-    for p in run_dir.iterdir():
-        temp = p.name.startswith(".") and p.name.endswith(".tmp") and p.name[1:].split(".tmp")[0].startswith(RUN_FILES)
-        if p.name in RUN_FILES or temp:
-            p.unlink(missing_ok=True)
+    paths = [run_dir / name for name in RUN_FILES]
+    for p in paths:
+        p.unlink(missing_ok=True)
+    remove_temporaries(paths)
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -88,7 +88,7 @@ def run_session(run_dir: Path, resume: bool = False, overwrite: bool = False) ->
         raise RunDirBusy("another training command is writing this run directory", run_dir) from None
     session = RunSession(run_dir)
     try:
-        if resume and not (run_dir / "state.json").is_file():
+        if resume and not (run_dir / STATE).is_file():
             raise InputError("nothing to resume: no state.json", run_dir)
         if not resume and holds_run(run_dir):
             if not overwrite:
