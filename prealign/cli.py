@@ -78,6 +78,7 @@ def _options(*decorators: F) -> F:
 
 
 existing = click.Path(exists=False, dir_okay=False, path_type=Path)
+SEGMENTER_CHOICES = ("default", "chars", "whitespace", "jieba", "sudachi", "pythainlp")  # prealign.text.SEGMENTERS
 
 input_options = _options(
     click.argument("pairs", required=False, type=existing),
@@ -85,8 +86,26 @@ input_options = _options(
     click.option("--tgt", type=existing, help="Target-language file, line-aligned with --src."),
     click.option("--src-column", default="src", show_default=True, help="Source column of Parquet/Arrow/JSONL."),
     click.option("--tgt-column", default="tgt", show_default=True, help="Target column of Parquet/Arrow/JSONL."),
-    click.option("--src-lang", help="Source language code (e.g. en): sets apostrophe handling, recorded."),
-    click.option("--tgt-lang", help="Target language code (e.g. fr)."),
+    click.option(
+        "--src-lang",
+        help="Source language (ISO 639: en, fr, zh, zh-Hant, ja, th, ...): chooses the word segmenter (zh: jieba, "
+        "ja: sudachi, th: pythainlp, each an extra; others: split at spaces and punctuation) and the apostrophe "
+        "rule; recorded. See docs/languages.md.",
+    ),
+    click.option("--tgt-lang", help="Target language, as --src-lang."),
+    click.option(
+        "--src-segmenter",
+        type=click.Choice(SEGMENTER_CHOICES),
+        help="Override the source side's segmenter: chars (every CJK/Thai character a word), whitespace (already "
+        "segmented), default (spaces and punctuation), jieba, sudachi, pythainlp.",
+    ),
+    click.option("--tgt-segmenter", type=click.Choice(SEGMENTER_CHOICES), help="Override the target side's, as above."),
+    click.option(
+        "--chinese-script",
+        type=click.Choice(["simplified", "traditional"]),
+        help="Map the Chinese side(s) (language zh) to Simplified or Traditional characters before counting "
+        "(OpenCC, [zh] extra); recorded in the lexicon's metadata.",
+    ),
     click.option("--lowercase/--keep-case", default=True, show_default=True, help="Lowercase words."),
     click.option("--pretokenized", is_flag=True, help="Input is already tokenised: split on whitespace only."),
 )
@@ -241,14 +260,20 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
     """Turn the shared options into AlignJob fields."""
     from prealign.lexicon.builtin_aligner import BuiltinConfig
     from prealign.pipelines.extract import ParallelInput
-    from prealign.text import SegmenterConfig, apostrophe_for
+    from prealign.text import side_segmenters
 
     pairs, src, tgt = kw.pop("pairs"), kw.pop("src"), kw.pop("tgt")
     if pairs is None and (src is None or tgt is None):
         raise click.UsageError("give a PAIRS file, or both --src and --tgt")
     if pairs is not None and (src is not None or tgt is not None):
         raise click.UsageError("give either a PAIRS file or --src/--tgt, not both")
-    lower, pretok = kw.pop("lowercase"), kw.pop("pretokenized")
+    src_seg, tgt_seg = side_segmenters(
+        (kw["src_lang"], kw.pop("src_segmenter")),
+        (kw["tgt_lang"], kw.pop("tgt_segmenter")),
+        lowercase=kw.pop("lowercase"),
+        pretokenized=kw.pop("pretokenized"),
+        chinese_script=kw.pop("chinese_script"),
+    )
     try:
         aligner = BuiltinConfig(
             ibm1_iterations=kw.pop("ibm1_iterations"),
@@ -261,8 +286,8 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
     backend, backend_options = _backend(kw)
     return {
         "data": ParallelInput(src, tgt, pairs, kw.pop("src_column"), kw.pop("tgt_column")),
-        "src_segmenter": SegmenterConfig(lower, True, apostrophe_for(kw["src_lang"]), pretok),
-        "tgt_segmenter": SegmenterConfig(lower, True, apostrophe_for(kw["tgt_lang"]), pretok),
+        "src_segmenter": src_seg,
+        "tgt_segmenter": tgt_seg,
         "aligner": aligner,
         "symmetrize": kw.pop("symmetrize"),
         "ray_address": kw.pop("ray_address"),
@@ -300,6 +325,15 @@ def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--min-rev-prob", default=0.0, show_default=True, help="Minimum p(src|tgt).")
 @click.option("--top-k", default=0, show_default=True, help="Keep the k best translations per word (0: all).")
 @click.option("--keep-non-words", is_flag=True, help="Keep punctuation and numbers in the lexicon.")
+@click.option(
+    "--max-span",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="Multi-word entries: a word aligned (grow-diag-final-and, anchored by --symmetrize's links) to a "
+    "contiguous run of 2..N words on the other side becomes one entry, e.g. everybody -> tout le monde "
+    "(1: single words only, as before). See docs/languages.md.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing lexicon (or --links) that another run wrote.")
 @click.option(
     "--score",
@@ -352,6 +386,7 @@ def extract_lexicon_cmd(**kw: Any) -> None:
         links_output=kw["links_output"],
         src_lang=kw["src_lang"],
         tgt_lang=kw["tgt_lang"],
+        max_span=kw["max_span"],
     )
     stats = extract_lexicon(job)
     from prealign.pipelines.report import extract_summary
@@ -461,13 +496,32 @@ def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -
 
 @main.command("switch")
 @click.argument("corpus", nargs=-1, required=True, type=existing)
-@click.option("--lexicon", type=existing, required=True, help="Lexicon from extract-lexicon (.parquet/.tsv/.jsonl).")
+@click.option(
+    "--lexicon",
+    type=existing,
+    required=True,
+    multiple=True,
+    help="Lexicon from extract-lexicon or `lexicon merge` (.parquet/.tsv/.jsonl). Repeat it to switch into several "
+    "languages (bilingual lexicons sharing a source language, each with its tgt_lang in its metadata).",
+)
+@click.option(
+    "--lang-weights",
+    callback=lambda ctx, param, value: _lang_weights(value),
+    help="Target-language weights, like fr=1,zh=2: a switched word goes into one of the languages it has a "
+    "translation in, in proportion to these (default: 1 each; 0: never that language).",
+)
 @click.option("--tokenizer", type=click.Path(path_type=Path), required=True, help="tokenizer.json or its directory.")
 @click.option("--ratio", type=float, required=True, help="Probability that a word with a lexicon entry is switched.")
 @click.option(
     "-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Shard directory."
 )
 @click.option("--text-column", default="text", show_default=True, help="Text column of JSONL/Parquet input.")
+@click.option(
+    "--lang",
+    help="The documents' language (ISO 639): chooses the word segmenter as in extract-lexicon. Default: the "
+    "lexicon's source-side segmenter, so that documents are cut into the lexicon's own words.",
+)
+@click.option("--segmenter", type=click.Choice(SEGMENTER_CHOICES), help="Override the documents' segmenter.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the switching draws.")
 @click.option(
     "--choice",
@@ -495,6 +549,8 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
 
     CORPUS: text files (one document a line), JSONL or Parquet (--text-column); .gz/.zst ok. Each word with a
     lexicon entry is replaced by a translation with probability --ratio, in the input only (default labels).
+    With several target languages (a multi-way lexicon, or --lexicon repeated) a switched word's language is
+    drawn by --lang-weights among those it has a translation in; the manifest reports the rate per language.
     Output is byte-identical for any number of workers.
     """
     from prealign.codeswitch.table import SwitchConfig
@@ -513,7 +569,8 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
         raise InputError(str(exc)) from exc
     job = SwitchJob(
         corpus=list(corpus),
-        lexicon=kw["lexicon"],
+        lexicon=list(kw["lexicon"]),
+        lang_weights=kw["lang_weights"],
         tokenizer=kw["tokenizer"],
         output=kw["output"],
         config=config,
@@ -525,8 +582,65 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
         ray_address=kw["ray_address"],
         workers=kw["workers"],
         progress=not kw["quiet"],
+        lang=kw["lang"],
+        segmenter=kw["segmenter"],
     )
     click.echo(switch_report(switch_corpus(job), job.output))
+
+
+def _lang_weights(value: str | None) -> dict[str, float] | None:
+    from prealign.lexicon.multiway import parse_lang_weights
+
+    if value is None:
+        return None
+    try:
+        return parse_lang_weights(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--lang-weights'") from None
+
+
+@main.group("lexicon")
+def lexicon_group() -> None:
+    """Work on lexicon files: join bilingual lexicons into a multi-way one."""
+
+
+@lexicon_group.command("merge")
+@click.argument("lexicons", nargs=-1, required=True, type=existing)
+@click.option(
+    "-o", "--output", type=existing, required=True, help="The multi-way lexicon: .parquet, .tsv, .jsonl or .json."
+)
+@click.option(
+    "--tgt-langs",
+    help="Target language of each input, comma-separated in input order, for lexicons whose metadata has no "
+    "tgt_lang ('-': from the metadata; a multi-way input always takes '-').",
+)
+@click.option("--require-all", is_flag=True, help="Keep only source words with a translation in every language.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def lexicon_merge_cmd(
+    lexicons: tuple[Path, ...], output: Path, tgt_langs: str | None, require_all: bool, overwrite: bool
+) -> None:
+    """Join bilingual lexicons on their source (pivot) language into one multi-way lexicon.
+
+    LEXICONS: lexicons from extract-lexicon (or multi-way ones) sharing a source language, each with a
+    different target language (from its metadata, or --tgt-langs). The output has a tgt_lang column and keeps
+    every row's scores; .json writes PreAlign's dictionary, one {"words": "bank $ banque $ 银行"} per word.
+    """
+    from prealign.lexicon.multiway import merge_files, parse_languages
+    from prealign.outputs import check_outputs
+
+    try:
+        langs = parse_languages(tgt_langs) if tgt_langs is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tgt-langs'") from None
+    check_outputs(list(lexicons), {"-o": output})
+    if output.exists() and not overwrite:
+        raise InputError("exists; pass --overwrite to replace it", output)
+    summary = merge_files(lexicons, output, langs, require_all)
+    per_lang = ", ".join(f"{lang} {v['pivot_words']:,} words" for lang, v in summary["languages"].items())
+    click.echo(
+        f"lexicon merge: {summary['pivot_words']:,} source words, {summary['rows']:,} rows in "
+        f"{len(summary['languages'])} language(s) ({per_lang}) -> {output}"
+    )
 
 
 @main.group("tokenizer")

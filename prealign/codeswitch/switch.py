@@ -1,9 +1,12 @@
 """Switch words of tokenised documents to their translations, in the input only.
 
-Word boundaries are the tokenizer's own pre-tokenisation (``Encoding.word_ids``), so any Hugging Face
-tokenizer works. A word is looked up by its text without surrounding whitespace, lowercased; its
-capitalisation (Title, UPPER) is carried over to the translation, and its leading whitespace kept, before the
-translation is tokenised.
+Words are the project's own segmenter's (:mod:`prealign.text`, the lexicon's source-side segmenter, so that
+documents are cut into the lexicon's units in every language), mapped onto the tokenizer's tokens by character
+offsets (:mod:`prealign.codeswitch.words`), so any Hugging Face tokenizer works; a word whose tokens straddle
+its boundaries is left as it is and counted as unswitchable. A word is looked up by its text without
+surrounding whitespace, normalised as the segmenter normalises (NFKC, lowercase, Chinese script conversion);
+its capitalisation (Title, UPPER) is carried over to the translation, and its leading whitespace kept, before
+the translation is tokenised.
 
 Randomness is counter-based: the draw for word w of document d is a hash of (seed, d, w, stream), so the
 output depends only on the seed and the documents' global indices, never on batching or worker count.
@@ -31,8 +34,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from prealign.arrays import join_offsets
+from prealign.codeswitch.phrases import PhraseIndex, find_phrases, merge_units, phrase_index
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
+from prealign.codeswitch.words import Units, word_units
 from prealign.shards import IGNORE_INDEX
+from prealign.text import Segmenter, Span, is_word
 
 _SUB_BATCH = 1024
 _LETTER = re.compile(r"[^\W\d_]")
@@ -64,6 +70,8 @@ class WordInfo:
     casing: int
     prefix: str
     is_word: bool
+    key: str = ""  # the normalised word, as the lexicon writes it
+    starts_phrase: bool = False  # a multi-word entry starts with this word
 
 
 @dataclass
@@ -76,6 +84,8 @@ class WordCache:
     entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     casings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    firsts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    phrases: PhraseIndex | None = None  # the table's multi-word entries, built on first use
 
     def add(self, infos: dict[int, WordInfo]) -> None:
         """Add newly described words and re-sort the lookup arrays."""
@@ -85,8 +95,10 @@ class WordCache:
         entries = np.concatenate([self.entries, np.array([v.entry for v in vals], dtype=np.int64)])
         casings = np.concatenate([self.casings, np.array([v.casing for v in vals], dtype=np.int8)])
         words = np.concatenate([self.words, np.array([v.is_word for v in vals], dtype=bool)])
+        firsts = np.concatenate([self.firsts, np.array([v.starts_phrase for v in vals], dtype=bool)])
         order = np.argsort(keys, kind="stable")
-        self.keys, self.entries, self.casings, self.words = keys[order], entries[order], casings[order], words[order]
+        self.keys, self.entries, self.casings = keys[order], entries[order], casings[order]
+        self.words, self.firsts = words[order], firsts[order]
 
 
 @dataclass
@@ -100,6 +112,10 @@ class Switched:
     words: int
     words_with_entry: int
     words_switched: int
+    words_unswitchable: int = 0  # words (with a letter) that tokens straddling their boundaries leave unswitchable
+    # per target language (SwitchTable.languages): words with a translation in it, words switched into it
+    lang_with_entry: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    lang_switched: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
 
 
 def _casing(core: str) -> int:
@@ -128,7 +144,12 @@ def _lookup(cache: WordCache, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _describe_units(
-    tokenizer: Tokenizer, table: SwitchTable, hashes: np.ndarray, id_lists: list[list[int]]
+    tokenizer: Tokenizer,
+    table: SwitchTable,
+    segmenter: Segmenter,
+    phrases: PhraseIndex,
+    hashes: np.ndarray,
+    id_lists: list[list[int]],
 ) -> dict[int, WordInfo]:
     """WordInfo of words seen for the first time (hash 0 marks tokens outside any word)."""
     texts = tokenizer.decode_batch(id_lists, skip_special_tokens=False)
@@ -140,7 +161,8 @@ def _describe_units(
             continue
         prefix = text[: len(text) - len(text.lstrip())]
         is_word = core.isalpha() or _LETTER.search(core) is not None
-        out[h] = WordInfo(table.index.get(core.lower(), -1), _casing(core), prefix, is_word)
+        key = segmenter.normalize(core).lower()
+        out[h] = WordInfo(table.index.get(key, -1), _casing(core), prefix, is_word, key, key in phrases.firsts)
     return out
 
 
@@ -160,8 +182,10 @@ def switch_batch(
     table: SwitchTable,
     config: SwitchConfig,
     cache: WordCache | None = None,
+    segmenter: Segmenter | None = None,
 ) -> Switched:
-    """Tokenise and switch documents ``first_doc, first_doc + 1, ...``.
+    """Tokenise and switch documents ``first_doc, first_doc + 1, ...``; words are ``segmenter``'s (the lexicon's
+    source-side segmenter; the default one when None).
 
     When the tokenizer runs single-threaded (``TOKENIZERS_PARALLELISM=false``, as in Ray workers), documents
     go in sub-batches: the tokenizer (which releases the GIL) encodes the next sub-batch in a helper thread
@@ -169,6 +193,7 @@ def switch_batch(
     pool on, that overlap only competes for the same cores, so the batch is encoded at once.
     """
     cache = cache or WordCache()
+    segmenter = segmenter or Segmenter()
     enabled = gc.isenabled()
     gc.disable()  # many short-lived lists and no cycles: the collector would only re-scan the word cache
     try:
@@ -178,18 +203,25 @@ def switch_batch(
         )
         sub = max(sub, 1)
         starts = list(range(0, len(texts), sub)) or [0]
-        pending = pool.submit(tokenizer.encode_batch, texts[:sub], False)
+        pending = pool.submit(_encode, tokenizer, segmenter, texts[:sub])
         parts = []
         for k, start in enumerate(starts):
-            encs = pending.result()
+            encs, spans = pending.result()
             if k + 1 < len(starts):
                 nxt = starts[k + 1]
-                pending = pool.submit(tokenizer.encode_batch, texts[nxt : nxt + sub], False)
-            parts.append(_switch_encoded(encs, first_doc + start, tokenizer, table, config, cache))
+                pending = pool.submit(_encode, tokenizer, segmenter, texts[nxt : nxt + sub])
+            part = texts[start : start + sub]
+            args = (tokenizer, table, config, cache, segmenter)
+            parts.append(_switch_encoded(encs, spans, part, first_doc + start, *args))
         return _concat(parts)
     finally:
         if enabled:
             gc.enable()
+
+
+def _encode(tokenizer: Tokenizer, segmenter: Segmenter, texts: list[str]) -> tuple[list, list[list[Span]]]:
+    """The tokenizer's encodings and the segmenter's word spans of ``texts`` (both release the GIL)."""
+    return tokenizer.encode_batch(texts, add_special_tokens=False), segmenter.spans_batch(texts)
 
 
 @functools.cache
@@ -208,37 +240,47 @@ def _concat(parts: list[Switched]) -> Switched:
         words=sum(p.words for p in parts),
         words_with_entry=sum(p.words_with_entry for p in parts),
         words_switched=sum(p.words_switched for p in parts),
+        words_unswitchable=sum(p.words_unswitchable for p in parts),
+        lang_with_entry=np.sum([p.lang_with_entry for p in parts], axis=0),
+        lang_switched=np.sum([p.lang_switched for p in parts], axis=0),
     )
 
 
 def _switch_encoded(
-    encs: list, first_doc: int, tokenizer: Tokenizer, table: SwitchTable, config: SwitchConfig, cache: WordCache
+    encs: list,
+    spans: list[list[Span]],
+    texts: list[str],
+    first_doc: int,
+    tokenizer: Tokenizer,
+    table: SwitchTable,
+    config: SwitchConfig,
+    cache: WordCache,
+    segmenter: Segmenter,
 ) -> Switched:
     ids_lists = [e.ids for e in encs]
     doc_len = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(encs))
     ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int64, count=int(doc_len.sum()))
-    wid = np.array(list(chain.from_iterable(e.word_ids for e in encs)), dtype=np.float64)
-    wid = np.where(np.isnan(wid), -1, wid).astype(np.int64)
     n_tok = len(ids)
     doc_off = np.zeros(len(encs) + 1, dtype=np.int64)
     np.cumsum(doc_len, out=doc_off[1:])
-    doc_of_tok = np.repeat(np.arange(len(encs), dtype=np.int64), doc_len)
-
-    # word units: a new unit where the document or the word id changes, and at every token without a word id
-    new = np.ones(n_tok, dtype=bool)
-    if n_tok:
-        new[1:] = (wid[1:] != wid[:-1]) | (doc_of_tok[1:] != doc_of_tok[:-1]) | (wid[1:] < 0)
-    starts = np.flatnonzero(new)
+    if cache.phrases is None:
+        cache.phrases = phrase_index(table.index, segmenter)
+    phrases = cache.phrases
+    special = np.isin(ids, _special_ids(tokenizer))
+    units = word_units(texts, [e.offsets for e in encs], spans, special)
+    starts = units.starts
     ends = np.append(starts[1:], n_tok)
-    unit_doc = doc_of_tok[starts]
-    unit_index = np.arange(len(starts)) - np.searchsorted(starts, doc_off[unit_doc])  # word number within its document
+    unit_word = units.word
+    word_unit = unit_word >= 0
+    unit_doc = units.word_doc[unit_word]  # meaningful for word units only (the others are never switched)
+    unit_index = units.word_index[unit_word]
 
     # identify each unit by a hash of its token ids (position-salted), and describe unseen ones once
     pos_in_unit = np.arange(n_tok) - np.repeat(starts, ends - starts)
     with np.errstate(over="ignore"):
         tok_hash = splitmix64(ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + pos_in_unit.astype(np.uint64))
     unit_hash = np.add.reduceat(tok_hash, starts) if n_tok else np.zeros(0, np.uint64)
-    unit_hash[wid[starts] < 0] = 0  # special tokens: never words
+    unit_hash[~word_unit] = 0  # tokens outside a switchable word: never switched
     slot, known = _lookup(cache, unit_hash)
     if not known.all():  # describe each new word once, from its first occurrence
         missing = np.flatnonzero(~known)
@@ -246,12 +288,28 @@ def _switch_encoded(
         hashes = unit_hash[missing][order]
         first = np.ones(len(hashes), dtype=bool)
         first[1:] = hashes[1:] != hashes[:-1]
-        units = missing[order[first]]
-        id_lists = [ids[starts[u] : ends[u]].tolist() for u in units.tolist()]
-        cache.add(_describe_units(tokenizer, table, hashes[first], id_lists))
+        units_new = missing[order[first]]
+        id_lists = [ids[starts[u] : ends[u]].tolist() for u in units_new.tolist()]
+        cache.add(_describe_units(tokenizer, table, segmenter, phrases, hashes[first], id_lists))
         slot, _ = _lookup(cache, unit_hash)
     entry = cache.entries[slot]
-    is_word = cache.words[slot]
+    n_words = int(cache.words[slot].sum())  # before phrases are merged: a phrase's words are words
+    if phrases.longest > 1:  # runs of words that are a multi-word entry become one unit
+        found = find_phrases(
+            np.flatnonzero(word_unit & cache.firsts[slot]),
+            word_unit,
+            unit_doc,
+            lambda u: cache.info[int(unit_hash[u])].key,
+            phrases,
+        )
+        if found:
+            entry = entry.copy()
+            entry[[u for u, _, _ in found]] = [e for _, _, e in found]
+            keep = merge_units(found, len(starts))
+            starts, entry, slot, unit_hash, unit_doc, unit_index = (
+                a[keep] for a in (starts, entry, slot, unit_hash, unit_doc, unit_index)
+            )
+            ends = np.append(starts[1:], n_tok)
 
     has_entry = entry >= 0
     u_switch = uniforms(config.seed, unit_doc + first_doc, unit_index, 0)
@@ -260,6 +318,7 @@ def _switch_encoded(
     if len(sw_units):
         u_pick = uniforms(config.seed, unit_doc[sw_units] + first_doc, unit_index[sw_units], 1)
         picks = table.pick(entry[sw_units], u_pick)
+        lang_switched = np.bincount(table.lang[picks], minlength=len(table.languages))
         casing = cache.casings[slot[sw_units]]
         replacement = []
         for unit, t, c in zip(sw_units.tolist(), picks.tolist(), casing.tolist(), strict=True):
@@ -267,12 +326,34 @@ def _switch_encoded(
             replacement.append(surface_ids(tokenizer, prefix + apply_casing(table.translations[t], c), cache))
     else:
         replacement = []
+        lang_switched = np.zeros(len(table.languages), np.int64)
+    lang_with_entry = table.entry_langs[entry[has_entry]].sum(axis=0, dtype=np.int64)
     out = _assemble(ids, starts, ends, sw_units, replacement, doc_off, config.labels == "input-only")
+    unswitchable = _unswitchable_words(texts, units)
     return Switched(
         *out,
-        words=int(is_word.sum()),
+        words=n_words + unswitchable,
+        words_unswitchable=unswitchable,
         words_with_entry=int(has_entry.sum()),
         words_switched=len(sw_units),
+        lang_with_entry=lang_with_entry,
+        lang_switched=lang_switched.astype(np.int64),
+    )
+
+
+def _special_ids(tokenizer: Tokenizer) -> np.ndarray:
+    """The ids of the tokenizer's special added tokens (never part of a word)."""
+    return np.array([i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special], dtype=np.int64)
+
+
+def _unswitchable_words(texts: list[str], units: Units) -> int:
+    """How many words that tokens leave unswitchable hold a letter (they are counted as words too)."""
+    bad = np.flatnonzero(~units.clean)
+    if len(bad) == 0:
+        return 0
+    joined = "\n".join(texts)  # the layout of the units' character offsets
+    return sum(
+        is_word(joined[a:b]) for a, b in zip(units.word_start[bad].tolist(), units.word_end[bad].tolist(), strict=True)
     )
 
 

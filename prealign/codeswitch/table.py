@@ -1,9 +1,16 @@
-"""The switch table: for each source word of a lexicon, its translations and how to choose among them."""
+"""The switch table: for each source word of a lexicon, its translations and how to choose among them.
+
+A multi-way lexicon (a ``tgt_lang`` column) gives a word translations in several languages: a switched word's
+language is drawn among the languages that have it, in proportion to the language weights, then the
+translation within that language by ``SwitchConfig.choice``. Both steps are folded into one cumulative weight
+per translation (language share x within-language share), so one draw picks the translation.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -20,6 +27,8 @@ CHOICES = ("weighted", "uniform", "top")
 LabelPolicy = Literal["input-only", "switched"]
 LABEL_POLICIES = ("input-only", "switched")
 LINE_BREAKS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # a tab, and what str.splitlines() splits on
+LANG_COLUMN = "tgt_lang"  # prealign.lexicon.lexicon_io.LANG_COLUMN (not imported: workers need no polars)
+DEFAULT_LANGUAGE = "unknown"  # the language of a lexicon without a tgt_lang column, unless one is named
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class SwitchTable:
 
     ``cum`` holds, for entry e, ``e + cumulative weight`` of its translations (so one ``searchsorted`` over
     all entries picks a translation from ``e + u``); ``start[e]`` is the entry's first translation.
+    ``languages`` names the target languages; ``lang[t]`` is translation t's language (an index into it) and
+    ``entry_langs[e, l]`` says whether entry e has a translation in language l.
     """
 
     index: dict[str, int]
@@ -63,6 +74,9 @@ class SwitchTable:
     cum: np.ndarray
     start: np.ndarray
     fingerprint: str = ""  # identifies the table's content (word caches keyed by it stay valid)
+    languages: list[str] = field(default_factory=lambda: [DEFAULT_LANGUAGE])
+    lang: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    entry_langs: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), bool))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -73,17 +87,37 @@ class SwitchTable:
         return np.minimum(np.maximum(pos, self.start[entries]), self.start[entries + 1] - 1)
 
 
-def build_table(lexicon: pl.DataFrame, config: SwitchConfig) -> SwitchTable:
-    """A switch table from a lexicon (columns of ``prealign.lexicon.score.LEXICON_SCHEMA``)."""
+def table_languages(lexicon: pl.DataFrame, lang_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The languages of a lexicon with their weights: those of ``lang_weights`` in its order (one the lexicon has
+    no row in is kept, with no translation), then the lexicon's other ones alphabetically with weight 1."""
+    found = sorted(set(lexicon[LANG_COLUMN].to_list())) if LANG_COLUMN in lexicon.columns else [DEFAULT_LANGUAGE]
+    weights = {lang: float(w) for lang, w in (lang_weights or {}).items()}
+    return {**weights, **{lang: 1.0 for lang in found if lang not in weights}}
+
+
+def build_table(
+    lexicon: pl.DataFrame, config: SwitchConfig, lang_weights: Mapping[str, float] | None = None
+) -> SwitchTable:
+    """A switch table from a lexicon (columns of ``prealign.lexicon.score.LEXICON_SCHEMA``, and ``tgt_lang`` when
+    multi-way); ``lang_weights`` as :func:`table_languages` (a language of weight 0 is never switched into)."""
     import polars as pl  # here, so that workers that only switch do not import polars
 
+    weight_of = table_languages(lexicon, lang_weights)
+    languages = list(weight_of)
     lex = lexicon.filter((pl.col("count") >= config.min_count) & (pl.col("p_tgt_given_src") >= config.min_prob))
-    lex = lex.with_columns(pl.col("src").str.to_lowercase().alias("key"))
+    if LANG_COLUMN in lex.columns:
+        rank = pl.col(LANG_COLUMN).replace_strict(languages, list(range(len(languages))), return_dtype=pl.Int64)
+    else:
+        rank = pl.lit(0, dtype=pl.Int64)
+    lex = lex.with_columns(pl.col("src").str.to_lowercase().alias("key"), rank.alias("lang"))
     lex = lex.filter(pl.col("key").str.len_chars() > 0, pl.col("tgt").str.len_chars() > 0)
-    lex = lex.sort(["key", "score", "count", "tgt"], descending=[False, True, True, False])
+    lang_weight = np.array([weight_of[lang] for lang in languages], dtype=np.float64)
+    lex = lex.filter(pl.col("lang").is_in(np.flatnonzero(lang_weight > 0).tolist()))
+    lex = lex.sort(["key", "lang", "score", "count", "tgt"], descending=[False, False, True, True, False])
     if config.choice == "top":
-        lex = lex.unique("key", keep="first", maintain_order=True)
+        lex = lex.unique(["key", "lang"], keep="first", maintain_order=True)
     keys = lex["key"].to_list()
+    lang = lex["lang"].to_numpy().astype(np.int64)
     weights = lex["p_tgt_given_src"].to_numpy().astype(np.float64)
     if config.choice != "weighted":
         weights = np.ones(len(keys))
@@ -95,15 +129,27 @@ def build_table(lexicon: pl.DataFrame, config: SwitchConfig) -> SwitchTable:
             starts.append(i)
     start = np.array([*starts, len(keys)], dtype=np.int64)
     entry_of_row = np.repeat(np.arange(len(index)), np.diff(start))
-    totals = np.add.reduceat(weights, start[:-1]) if len(keys) else np.zeros(0)
-    share = np.where(totals[entry_of_row] > 0, weights / np.maximum(totals[entry_of_row], 1e-300), 0.0)
+    # groups: the rows of one (entry, language); within a group, shares as with one language
+    new_group = np.ones(len(keys), dtype=bool)
+    new_group[1:] = (entry_of_row[1:] != entry_of_row[:-1]) | (lang[1:] != lang[:-1])
+    group_start = np.flatnonzero(new_group)
+    group_of_row = np.cumsum(new_group) - 1
+    totals = np.add.reduceat(weights, group_start) if len(keys) else np.zeros(0)
+    share = np.where(totals[group_of_row] > 0, weights / np.maximum(totals[group_of_row], 1e-300), 0.0)
+    # each language's share of its entry: its weight over the weights of the entry's languages (one language: 1)
+    group_weight = lang_weight[lang[group_start]]
+    entry_total = np.add.reduceat(group_weight, np.searchsorted(group_start, start[:-1])) if len(keys) else share
+    share = share * lang_weight[lang] / entry_total[entry_of_row]
+    entry_langs = np.zeros((len(index), len(languages)), dtype=bool)
+    entry_langs[entry_of_row, lang] = True
     running = np.cumsum(share) - np.repeat(np.cumsum(share)[start[:-1]] - share[start[:-1]], np.diff(start))
     cum = entry_of_row + np.minimum(running, 1.0)
     cum[start[1:] - 1] = entry_of_row[start[1:] - 1] + 1.0  # each entry's last translation closes at e + 1
     translations = lex["tgt"].to_list()
-    digest = hashlib.sha256("\x00".join(keys + translations).encode("utf-8"))
+    digest = hashlib.sha256("\x00".join(keys + translations + languages).encode("utf-8"))
     digest.update(cum.tobytes())
-    return SwitchTable(index, translations, cum, start, digest.hexdigest())
+    digest.update(lang.tobytes())
+    return SwitchTable(index, translations, cum, start, digest.hexdigest(), languages, lang, entry_langs)
 
 
 def check_words(lexicon: pl.DataFrame, path: Path) -> None:

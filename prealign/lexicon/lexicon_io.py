@@ -5,6 +5,9 @@ Metadata (languages, aligner, corpus size, tool version, ...) is a JSON object: 
 schema metadata under the key ``prealign``; the text formats get a sidecar ``<path>.meta.json``. The ``.json``
 export is write-only: one ``{"words": "bank $ banque $ rive"}`` object per source word (the source word, then
 its translations best first, joined by ``" $ "``), the dictionary format of the PreAlign reference code.
+A multi-way lexicon (:mod:`prealign.lexicon.multiway`) has one more column, ``tgt_lang`` (the translation's
+language); it is read, validated and written like the others, and its ``.json`` export lists every language's
+translations of a word on one line (languages in the order of the metadata's ``tgt_langs``, then best first).
 All writes are atomic: a temporary file in the target directory, then ``os.replace``.
 """
 
@@ -33,13 +36,36 @@ __all__ = [
     "write_lexicon",
     "read_lexicon",
     "metadata_path",
+    "LANG_COLUMN",
+    "is_language",
 ]
 
 WRITE_FORMATS = (".parquet", ".tsv", ".jsonl", ".json")
 READ_FORMATS = (".parquet", ".tsv", ".jsonl")
 METADATA_KEY = "prealign"
 COLUMNS = list(LEXICON_SCHEMA)
+LANG_COLUMN = "tgt_lang"  # the optional column of a multi-way lexicon
 _EXPORT_SEP = " $ "
+_LANGUAGE_PATTERN = r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*"
+_LANGUAGE = re.compile(_LANGUAGE_PATTERN)
+
+
+def is_language(code: Any) -> bool:
+    """True for a language code as lexicons record it (``en``, ``zh-Hant``, ``pt_BR``): letters and digits in
+    parts joined by ``-`` or ``_``, at most 35 characters."""
+    return isinstance(code, str) and len(code) <= 35 and _LANGUAGE.fullmatch(code) is not None
+
+
+def _language_ok(column: str = LANG_COLUMN) -> pl.Expr:
+    """:func:`is_language`, vectorised (a null is not a language)."""
+    col = pl.col(column)
+    return (col.str.contains(f"^{_LANGUAGE_PATTERN}$") & (col.str.len_chars() <= 35)).fill_null(False)
+
+
+def _columns(df: pl.DataFrame | list[str]) -> list[str]:
+    """The lexicon columns ``df`` has: :data:`COLUMNS`, and ``tgt_lang`` when it is there."""
+    names = df.columns if isinstance(df, pl.DataFrame) else df
+    return [*COLUMNS, LANG_COLUMN] if LANG_COLUMN in names else COLUMNS
 
 
 def metadata_path(path: str | os.PathLike) -> Path:
@@ -63,10 +89,16 @@ def check_write_format(path: str | os.PathLike) -> str:
 
 
 def _canonical(df: pl.DataFrame) -> pl.DataFrame:
-    """The lexicon columns in order and with the exact dtypes (ValueError when one is missing)."""
+    """The lexicon columns in order and with the exact dtypes (ValueError when one is missing); ``tgt_lang``
+    is kept when there."""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"lexicon lacks column(s) {missing}; it has {df.columns}")
+    if LANG_COLUMN in df.columns:
+        bad = df.filter(~_language_ok()) if df[LANG_COLUMN].dtype == pl.String else df
+        if bad.height:
+            raise ValueError(f"bad {LANG_COLUMN!r} value {bad[LANG_COLUMN][0]!r} (a language code like fr, zh-Hant)")
+        return df.select(_columns(df)).cast({**LEXICON_SCHEMA, LANG_COLUMN: pl.String()})
     return df.select(COLUMNS).cast(LEXICON_SCHEMA)
 
 
@@ -74,7 +106,8 @@ def write_lexicon(df: pl.DataFrame, path: str | os.PathLike, metadata: Mapping[s
     """Write a lexicon, its format chosen by the extension: ``.parquet``, ``.tsv``, ``.jsonl`` or ``.json``.
 
     ``metadata`` must be JSON-serialisable. Row order is kept (``.json`` orders each word's translations by
-    score desc, count desc, tgt asc, and source words alphabetically). Words may not contain tabs or line
+    score desc, count desc, tgt asc, and source words alphabetically; a multi-way lexicon's languages in the
+    order of ``metadata["tgt_langs"]``, else alphabetical). Words may not contain tabs or line
     breaks (the TSV would be ambiguous), nor, for ``.json``, be ``$`` or hold a space in the source word or
     `` $ `` in a translation: ValueError. An unknown extension is an :class:`InputError`.
     """
@@ -96,17 +129,29 @@ def write_lexicon(df: pl.DataFrame, path: str | os.PathLike, metadata: Mapping[s
     elif suffix == ".jsonl":
         atomic_write(path, lambda fh: df.write_ndjson(fh))
     else:
-        atomic_write(path, lambda fh: fh.write(_export_json(df).encode("utf-8")))
+        text = _export_json(df, (metadata or {}).get("tgt_langs"))
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     atomic_write(metadata_path(path), lambda fh: fh.write((meta_json + "\n").encode("utf-8")))
 
 
-def _export_json(df: pl.DataFrame) -> str:
-    """PreAlign's dictionary: ``{"words": "src $ tgt1 $ tgt2"}`` per source word, translations best first."""
+def _export_json(df: pl.DataFrame, languages: Any = None) -> str:
+    """PreAlign's dictionary: ``{"words": "src $ tgt1 $ tgt2"}`` per source word, translations best first; in a
+    multi-way lexicon, by language (``languages`` order, else alphabetical), then best first, each word once."""
     bad = df.filter((pl.col("src") == "$") | (pl.col("tgt") == "$") | pl.col("src").str.contains(" ", literal=True))
     bad = pl.concat([bad, df.filter(pl.col("tgt").str.contains(" $ ", literal=True))])
     if bad.height:
         raise ValueError(f"the .json export cannot hold the word pair {bad.row(0)[:2]!r} (' $ ' separates words)")
-    grouped = df.sort(SORT_BY, descending=SORT_DESCENDING).group_by("src", maintain_order=True).agg(pl.col("tgt"))
+    if LANG_COLUMN in df.columns:
+        found = sorted(set(df[LANG_COLUMN].to_list()))
+        order = [lang for lang in languages if lang in found] if isinstance(languages, list) else []
+        order += [lang for lang in found if lang not in order]
+        rank = pl.col(LANG_COLUMN).replace_strict(order, list(range(len(order))), return_dtype=pl.Int64)
+        df = df.with_columns(rank.alias("_rank")).sort(
+            ["src", "_rank", *SORT_BY[1:]], descending=[False, False, *SORT_DESCENDING[1:]]
+        )
+        grouped = df.group_by("src", maintain_order=True).agg(pl.col("tgt").unique(maintain_order=True))
+    else:
+        grouped = df.sort(SORT_BY, descending=SORT_DESCENDING).group_by("src", maintain_order=True).agg(pl.col("tgt"))
     lines = [
         json.dumps({"words": _EXPORT_SEP.join([src, *tgts])}, ensure_ascii=False) + "\n"
         for src, tgts in grouped.iter_rows()
@@ -117,10 +162,11 @@ def _export_json(df: pl.DataFrame) -> str:
 def read_lexicon(path: str | os.PathLike) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Read a ``.parquet``, ``.tsv`` or ``.jsonl`` lexicon and its metadata (``{}`` when there is none).
 
-    The columns are validated and cast to the exact dtypes; extra columns are dropped. A missing file, a
-    missing column, a value of the wrong type, an empty word, a probability outside [0, 1], a non-finite score
-    or a negative count is an :class:`InputError` naming the file (and, for text formats, the line; for
-    Parquet, the 1-based row).
+    The columns are validated and cast to the exact dtypes; extra columns are dropped, except ``tgt_lang`` (a
+    multi-way lexicon), which is kept and must hold a language code on every row. A missing file, a missing
+    column, a value of the wrong type, an empty word, a probability outside [0, 1], a non-finite score, a
+    negative count or a bad ``tgt_lang`` is an :class:`InputError` naming the file (and, for text formats, the
+    line; for Parquet, the 1-based row).
     """
     path = Path(path)
     suffix = _suffix(path, READ_FORMATS)
@@ -167,7 +213,7 @@ def _read_parquet(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"missing column(s) {missing}; found {table.column_names}", path)
-    df = pl.from_arrow(table.select(COLUMNS))
+    df = pl.from_arrow(table.select(_columns(table.column_names)))
     assert isinstance(df, pl.DataFrame)
     return _validate(df, path, first_line=1, line_word="row"), meta
 
@@ -215,7 +261,18 @@ def _validate(df: pl.DataFrame, path: Path, first_line: int | list[int], line_wo
         bad = flags[f"c{n}"].arg_true()
         if len(bad):
             fail(int(bad[0]), message)
+    if LANG_COLUMN in df.columns:
+        langs = df[LANG_COLUMN]
+        if langs.dtype != pl.String:
+            fail(0, f"column {LANG_COLUMN!r}: {langs[0]!r} is not String (a language code like fr, zh-Hant)")
+        bad = df.select(~_language_ok()).to_series().arg_true()
+        if len(bad):
+            fail(int(bad[0]), _bad_lang(langs[int(bad[0])]))
     return df
+
+
+def _bad_lang(value: Any) -> str:
+    return f"column {LANG_COLUMN!r}: {value!r} is not a language code (like fr, zh-Hant)"
 
 
 def _read_text(path: Path) -> list[str]:
@@ -249,8 +306,9 @@ def _fast_tsv(path: Path) -> pl.DataFrame | None:
         return None
     if df.columns != header or df.height != _line_count(data) - 1:
         return None
-    df = df.select(COLUMNS).with_columns(pl.col(c).str.strip_chars() for c in COLUMNS[2:])
-    if any(df[c].null_count() for c in COLUMNS):
+    columns = _columns(header)
+    df = df.select(columns).with_columns(pl.col(c).str.strip_chars() for c in columns[2:])
+    if any(df[c].null_count() for c in columns):
         return None
     return df
 
@@ -276,8 +334,9 @@ def _read_tsv(path: Path) -> pl.DataFrame:
         row = int(wrong[0])
         got = len(fields[row])
         raise InputError(f"expected {len(header)} tab-separated fields, got {got}", path, int(numbers[row]))
-    df = pl.DataFrame({c: fields.list.get(header.index(c)) for c in COLUMNS})
-    df = df.with_columns(pl.col(c).str.strip_chars() for c in COLUMNS[2:])
+    columns = _columns(header)
+    df = pl.DataFrame({c: fields.list.get(header.index(c)) for c in columns})
+    df = df.with_columns(pl.col(c).str.strip_chars() for c in columns[2:])
     return _validate(df, path, numbers.to_list())
 
 
@@ -304,7 +363,7 @@ _JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
 
 
 _JSON_SCHEMA = {"src": pl.String, "tgt": pl.String, "count": pl.Int64, **{c: pl.Float64 for c in COLUMNS[3:]}}
-_JSON_NON_STRING_WORD = re.compile(rb'"(?:src|tgt)"\s*:\s*[^"\s]')
+_JSON_NON_STRING_WORD = re.compile(rb'"(?:src|tgt|tgt_lang)"\s*:\s*[^"\s]')
 
 
 def _fast_jsonl(path: Path) -> pl.DataFrame | None:
@@ -312,11 +371,12 @@ def _fast_jsonl(path: Path) -> pl.DataFrame | None:
     data = path.read_bytes()
     if _JSON_NON_STRING_WORD.search(data):  # polars would turn a number or boolean word into a string
         return None
+    schema = {**_JSON_SCHEMA, LANG_COLUMN: pl.String} if f'"{LANG_COLUMN}"'.encode() in data else _JSON_SCHEMA
     try:  # with a schema polars refuses a value of another type (a word is checked above)
-        df = pl.read_ndjson(data, schema=_JSON_SCHEMA)
+        df = pl.read_ndjson(data, schema=schema)
     except (pl.exceptions.PolarsError, OSError, ValueError):
         return None
-    if df.height != _line_count(data) or any(df[c].null_count() for c in COLUMNS):
+    if df.height != _line_count(data) or any(df[c].null_count() for c in df.columns):
         return None
     return df
 
@@ -327,6 +387,7 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
         return _validate(fast, path, first_line=1)
     lines = _read_text(path)
     values: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    langs: list[Any] = []  # tgt_lang per row (None: no such key)
     numbers: list[int] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -345,6 +406,12 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
             if not _JSON_CHECKS[c](v):
                 raise InputError(f"key {c!r}: {v!r} is not {LEXICON_SCHEMA[c]}", path, n)
             values[c].append(v)
+        langs.append(obj.get(LANG_COLUMN))
         numbers.append(n)
     df = pl.DataFrame(values, schema=_JSON_SCHEMA)
+    if any(lang is not None for lang in langs):
+        bad = next((k for k, lang in enumerate(langs) if not is_language(lang)), None)
+        if bad is not None:
+            raise InputError(_bad_lang(langs[bad]), path, numbers[bad])
+        df = df.with_columns(pl.Series(LANG_COLUMN, langs, dtype=pl.String))
     return _validate(df, path, numbers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,13 @@ from prealign.lexicon.executor import Executor
 from prealign.lexicon.hmm import Params
 from prealign.lexicon.links import pharaoh_text
 from prealign.lexicon.prepare import Prepared, prepare_batch
+from prealign.lexicon.spans import PhrasePairs, find_spans
 from prealign.lexicon.symmetrize import sentence_links, split_keys
 from prealign.pipelines import faults
 from prealign.pipelines.corpus_builder import CORPUS_ARRAYS, CorpusBuilder, batch_file, read_words, save_arrays
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.workdir import WorkDir
-from prealign.text import SegmenterConfig
+from prealign.text import SegmenterConfig, check_segmented, join_words
 from prealign.textio import atomic_write
 
 
@@ -175,11 +177,19 @@ class StoredCorpus:
             self.pair_tgt,
         )
 
-    def count_pairs(self, parts: Iterable[np.ndarray]) -> pl.DataFrame:
-        """Aligned word pairs with how often they were linked (see :class:`PairCounts`)."""
-        counts = PairCounts(self)
+    def count_pairs(
+        self,
+        parts: Iterable[np.ndarray],
+        dense: Iterable[np.ndarray] | None = None,
+        max_span: int = 1,
+        joiners: tuple[str, str] = (" ", " "),
+    ) -> pl.DataFrame:
+        """Aligned word pairs with how often they were linked (see :class:`PairCounts`; ``dense``: each part's
+        dense links, for phrase pairs up to ``max_span`` words)."""
+        counts = PairCounts(self, max_span, joiners)
+        more = repeat(None) if dense is None else iter(dense)
         for keys in parts:
-            counts.add(keys)
+            counts.add(keys, next(more))
         return counts.frame()
 
 
@@ -189,21 +199,36 @@ def _sorted(keys: np.ndarray) -> np.ndarray:
 
 class PairCounts:
     """The word pairs of a stored corpus's links and how often each was linked, from link keys added a part
-    at a time (any order), read a batch at a time: memory holds one part, one batch and the distinct pairs."""
+    at a time (any order), read a batch at a time: memory holds one part, one batch and the distinct pairs.
 
-    def __init__(self, corpus: StoredCorpus) -> None:
+    With ``max_span`` >= 2, a part comes with its dense links too, and phrase pairs
+    (:func:`prealign.lexicon.spans.find_spans`) are counted as strings joined by ``joiners`` (source, target)
+    in place of the precise links they replace."""
+
+    def __init__(self, corpus: StoredCorpus, max_span: int = 1, joiners: tuple[str, str] = (" ", " ")) -> None:
         self.corpus = corpus
+        self.max_span, self.joiners = max_span, joiners
         self.width = max(len(corpus.tgt_vocab), 1)
         self.bounds = corpus.starts.astype(np.int64) << 32  # the first key of each batch
         self.uniq, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.phrases: pl.DataFrame | None = None
 
-    def add(self, keys: np.ndarray) -> None:
+    def add(self, keys: np.ndarray, dense: np.ndarray | None = None) -> None:
         keys = _sorted(keys)
         at = np.searchsorted(keys, self.bounds)
-        for b in np.flatnonzero(at[1:] > at[:-1]).tolist():
-            sent, i, j = split_keys(keys[at[b] : at[b + 1]])
+        spans = self.max_span >= 2 and dense is not None
+        if spans:
+            dense = _sorted(dense)
+        dense_at = np.searchsorted(dense, self.bounds) if spans else at
+        busy = (at[1:] > at[:-1]) | (dense_at[1:] > dense_at[:-1])
+        for b in np.flatnonzero(busy).tolist():
+            part = keys[at[b] : at[b + 1]]
             a = self.corpus._batch(b, ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
-            s = sent - self.corpus.starts[b]
+            first = int(self.corpus.starts[b])
+            if spans:
+                part = self._add_phrases(part, dense[dense_at[b] : dense_at[b + 1]], a, first)
+            sent, i, j = split_keys(part)
+            s = sent - first
             s_word = a["src_ids"][a["src_offsets"][s] + i].astype(np.int64)
             t_word = a["tgt_ids"][a["tgt_offsets"][s] + j].astype(np.int64)
             u, c = sorted_unique_counts(s_word * self.width + t_word)
@@ -212,17 +237,69 @@ class PairCounts:
             self.counts = np.bincount(where, weights=weights, minlength=len(both)).astype(np.int64)
             self.uniq = both
 
+    def _add_phrases(self, part: np.ndarray, dense: np.ndarray, a: dict[str, np.ndarray], first: int) -> np.ndarray:
+        """Count the phrase pairs of one batch's links; the precise links left to count as words."""
+        found = find_spans(part, dense, self.max_span)
+        if len(found):
+            c = self.corpus
+            src = (a["src_ids"], a["src_offsets"], c.src_vocab)
+            tgt = (a["tgt_ids"], a["tgt_offsets"], c.tgt_vocab)
+            frame = phrase_counts(found, first, src, tgt, self.joiners)
+            self.phrases = summed_pairs([frame] if self.phrases is None else [self.phrases, frame])
+        return part[~found.replaced]
+
     def frame(self) -> pl.DataFrame:
         """Columns src, tgt, count."""
         corpus = self.corpus
-        return pl.DataFrame(
+        words = pl.DataFrame(
             {
                 "src": corpus.src_vocab.lookup(self.uniq // self.width),
                 "tgt": corpus.tgt_vocab.lookup(self.uniq % self.width),
                 "count": self.counts,
             },
-            schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
+            schema=PAIR_SCHEMA,
         )
+        return words if self.phrases is None else summed_pairs([words, self.phrases])
+
+
+PAIR_SCHEMA = {"src": pl.String, "tgt": pl.String, "count": pl.Int64}
+
+
+def summed_pairs(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The rows of ``frames`` with each (src, tgt) once, counts summed, in order of first appearance."""
+    return pl.concat(frames).group_by(["src", "tgt"], maintain_order=True).agg(pl.col("count").sum())
+
+
+def _span_ids(ids: np.ndarray, offsets: np.ndarray, sent: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The word ids of each span, one row per span, padded with -1 to the longest."""
+    pos = np.arange(int((end - start).max()))
+    valid = pos < (end - start)[:, None]
+    idx = offsets[sent][:, None] + start[:, None] + pos
+    return np.where(valid, ids[np.where(valid, idx, offsets[sent][:, None])], -1).astype(np.int64)
+
+
+def phrase_counts(
+    found: PhrasePairs,
+    first: int,
+    src: tuple[np.ndarray, np.ndarray, Vocab],
+    tgt: tuple[np.ndarray, np.ndarray, Vocab],
+    joiners: tuple[str, str],
+) -> pl.DataFrame:
+    """Phrase pairs (a :class:`~prealign.lexicon.spans.PhrasePairs` of sentences numbered from ``first``) as
+    strings with their counts; ``src``/``tgt``: (word ids, sentence offsets, vocabulary) of each side."""
+    sent = found.sentence - first
+    blocks = [
+        _span_ids(ids, offsets, sent, lo, hi)
+        for (ids, offsets, _), lo, hi in ((src, found.src_start, found.src_end), (tgt, found.tgt_start, found.tgt_end))
+    ]
+    rows, counts = np.unique(np.hstack(blocks), axis=0, return_counts=True)
+    texts = []
+    cut = blocks[0].shape[1]
+    for block, vocab, joiner in ((rows[:, :cut], src[2], joiners[0]), (rows[:, cut:], tgt[2], joiners[1])):
+        words = vocab.lookup(block[block >= 0])
+        ends = np.cumsum((block >= 0).sum(axis=1)).tolist()
+        texts.append([join_words(words[lo:hi], joiner) for lo, hi in zip([0, *ends[:-1]], ends, strict=True)])
+    return pl.DataFrame({"src": texts[0], "tgt": texts[1], "count": counts.astype(np.int64)}, schema=PAIR_SCHEMA)
 
 
 class LinksWriter:
@@ -313,6 +390,9 @@ def build_corpus(
         for index, batch in enumerate(bar.iterate_bytes(batches, "read + segment", files)):
             if index < done:
                 continue
+            if index == 0:
+                for side, config in zip(("src", "tgt"), segmenters, strict=True):
+                    check_segmented(config, batch.column(side).to_pylist(), f"--{side}-lang", f"--{side}-segmenter")
             prep = ex.map_handles(prepare, [(batch, *segmenters, cfg, max_words)])[0]
             window.append((index, builder.call("add", index, prep)))
             del prep, batch

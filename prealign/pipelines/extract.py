@@ -41,6 +41,7 @@ from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.prepare import prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
+from prealign.lexicon.spans import find_spans
 from prealign.lexicon.symmetrize import Method, split_keys, symmetrize
 from prealign.outputs import check_outputs
 from prealign.pipelines import job_outputs
@@ -48,7 +49,9 @@ from prealign.pipelines.corpus_store import (
     PairCounts,
     StoredCorpus,
     build_corpus,
+    phrase_counts,
     reason_totals,
+    summed_pairs,
     work_dir_for,
     write_links,
 )
@@ -106,6 +109,12 @@ class ExtractJob(AlignJob):
     links_output: Path | None = None
     src_lang: str | None = None
     tgt_lang: str | None = None
+    max_span: int = 2  # >= 2: a word aligned to a run of up to this many words is one entry (docs/languages.md)
+
+    @property
+    def joiners(self) -> tuple[str, str]:
+        """What joins the words of a multi-word entry, source and target side."""
+        return self.src_segmenter.joiner, self.tgt_segmenter.joiner
 
 
 def _inputs(job: AlignJob) -> dict[str, Any]:
@@ -180,8 +189,16 @@ def _for_aligner(corpus: StoredCorpus, job: AlignJob) -> Any:
     return corpus if job.backend == "builtin" else corpus.load()
 
 
-def _symmetrize_chunk(links: tuple[np.ndarray, np.ndarray], method: Method) -> np.ndarray:
-    return symmetrize(links[0], links[1], method)
+def _symmetrize_chunk(
+    links: tuple[np.ndarray, np.ndarray], method: Method, max_span: int = 1
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The chunk's links by ``method``; with ``max_span`` >= 2, also its dense (grow-diag-final-and) links,
+    where phrase pairs are looked for (:mod:`prealign.lexicon.spans`)."""
+    keys = symmetrize(links[0], links[1], method)
+    if max_span < 2:
+        return keys
+    dense = keys if method == "grow-diag-final-and" else symmetrize(links[0], links[1], "grow-diag-final-and")
+    return keys, dense
 
 
 class Links:
@@ -194,23 +211,32 @@ class Links:
         self.total = 0  # how many links, once a pass over the parts has ended
 
     def parts(self) -> Iterator[np.ndarray]:
+        for keys, _ in self.both():
+            yield keys
+
+    def both(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Each part's links and its dense links (None unless the links were made with ``max_span`` >= 2)."""
         total = 0
         for handle in self.handles:
-            keys = self.ex.get([handle])[0]
+            got = self.ex.get([handle])[0]
+            keys, dense = got if isinstance(got, tuple) else (got, None)
             total += len(keys)
-            yield keys
+            yield keys, dense
         self.total = total
 
 
-def _passing(parts: Iterable[np.ndarray], func: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
-    """``parts``, each handed to ``func`` on its way."""
-    for keys in parts:
-        func(keys)
+def _passing(parts: Iterable[tuple[np.ndarray, Any]], func: Callable[..., None]) -> Iterator[np.ndarray]:
+    """The links of ``parts`` ((links, dense links) pairs), each pair handed to ``func`` on its way."""
+    for keys, dense in parts:
+        func(keys, dense)
         yield keys
 
 
-def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, bar: Progress) -> tuple[Links, dict]:
-    """The corpus's links, symmetrised, and the aligner's description and stats."""
+def _align(
+    corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, bar: Progress, max_span: int = 1
+) -> tuple[Links, dict]:
+    """The corpus's links, symmetrised (with their dense links too when ``max_span`` >= 2), and the
+    aligner's description and stats."""
     from prealign.lexicon.aligners import make_aligner
     from prealign.pipelines.neural_actors import pool_for
 
@@ -219,7 +245,7 @@ def _align(corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, ba
     total = aligner.steps(corpus)
     with bar.stage(stage, total=total) as tick:
         out = aligner.align(corpus, ex, pool_for(aligner, ex), progress=lambda _msg: tick())
-    handles = ex.map_handles(_symmetrize_chunk, [(h, job.symmetrize) for h in out.parts])
+    handles = ex.map_handles(_symmetrize_chunk, [(h, job.symmetrize, max_span) for h in out.parts])
     links = Links(ex, handles)
     return links, {"name": aligner.name, "config": aligner.describe(), **out.stats}
 
@@ -261,10 +287,30 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     }
 
 
-def count_pairs(corpus: EncodedCorpus | StoredCorpus, keys: np.ndarray) -> pl.DataFrame:
-    """Aligned word pairs with how often they were linked: columns src, tgt, count."""
+def count_pairs(
+    corpus: EncodedCorpus | StoredCorpus,
+    keys: np.ndarray,
+    dense: np.ndarray | None = None,
+    max_span: int = 1,
+    joiners: tuple[str, str] = (" ", " "),
+) -> pl.DataFrame:
+    """Aligned word pairs with how often they were linked: columns src, tgt, count. With ``dense`` links and
+    ``max_span`` >= 2, phrase pairs too (:func:`prealign.lexicon.spans.find_spans`), their words joined by
+    ``joiners`` (source, target), in place of the links they replace."""
     if isinstance(corpus, StoredCorpus):
-        return corpus.count_pairs([keys])
+        return corpus.count_pairs([keys], None if dense is None else [dense], max_span, joiners)
+    phrases = None
+    if dense is not None and max_span >= 2:
+        found = find_spans(keys, dense, max_span)
+        src = (corpus.src_ids, corpus.src_offsets, corpus.src_vocab)
+        tgt = (corpus.tgt_ids, corpus.tgt_offsets, corpus.tgt_vocab)
+        phrases = phrase_counts(found, 0, src, tgt, joiners) if len(found) else None
+        keys = keys[~found.replaced]
+    words = _count_words(corpus, keys)
+    return words if phrases is None else summed_pairs([words, phrases])
+
+
+def _count_words(corpus: EncodedCorpus, keys: np.ndarray) -> pl.DataFrame:
     sent, i, j = split_keys(keys)
     s_word = corpus.src_ids[corpus.src_offsets[sent] + i].astype(np.int64)
     t_word = corpus.tgt_ids[corpus.tgt_offsets[sent] + j].astype(np.int64)
@@ -278,6 +324,14 @@ def count_pairs(corpus: EncodedCorpus | StoredCorpus, keys: np.ndarray) -> pl.Da
         },
         schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
     )
+
+
+def _phrase_stats(phrases: pl.DataFrame | None, lexicon: pl.DataFrame) -> dict[str, int]:
+    """How many phrase pairs were linked, how many distinct, and how many lexicon entries are phrase pairs."""
+    if phrases is None:
+        return {"phrase_links": 0, "phrase_pairs": 0, "phrase_entries": 0}
+    entries = lexicon.join(phrases.select("src", "tgt"), on=["src", "tgt"], how="semi").height
+    return {"phrase_links": int(phrases["count"].sum()), "phrase_pairs": phrases.height, "phrase_entries": entries}
 
 
 def stats_path(output: Path) -> Path:
@@ -302,6 +356,8 @@ def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
     record = stats_path(job.output)
     check_outputs(_input_files(job), {**outputs, "the stats (-o's .stats.json)": record})
     described = {"symmetrize": job.symmetrize, "lexicon": asdict(job.lexicon), "langs": [job.src_lang, job.tgt_lang]}
+    if job.max_span > 1:  # absent: 1, the fingerprint of a run without spans stays what it was
+        described["max_span"] = job.max_span
     run_fp, work_fp = _fingerprints(job, job.clean, {"links": job.links_output is not None, **described})
     hashed = {name: outputs[name] for name in ("-o", "--links") if name in outputs}
     done = _before_work(job, outputs, hashed, record, (run_fp, work_fp))
@@ -323,16 +379,16 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
         if pairs["kept"] == 0:
             raise InputError("no sentence pair left after cleaning: " + json.dumps(pairs), job.data.describe())
         t = time.perf_counter()
-        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
+        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar, job.max_span)
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
         with bar.stage("score + write"):
-            counts = PairCounts(corpus)
+            counts = PairCounts(corpus, job.max_span, job.joiners)
             if job.links_output is None:
-                for keys in links.parts():
-                    counts.add(keys)
-            else:  # one pass over the links for both
-                write_links(_passing(links.parts(), counts.add), corpus.n_sentences, job.links_output)
+                for keys, dense in links.both():
+                    counts.add(keys, dense)
+            else:  # one pass over the links for both (the file gets the precise links only)
+                write_links(_passing(links.both(), counts.add), corpus.n_sentences, job.links_output)
             lexicon = score_pairs(counts.frame(), config=job.lexicon)
             stats = {
                 "input": job.data.describe(),
@@ -345,11 +401,16 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
                 "lexicon_src_words": lexicon["src"].n_unique(),
                 "aligner": aligner,
             }
+            if job.max_span > 1:  # absent: 1 (so that a run without spans writes what it always wrote)
+                stats["max_span"] = job.max_span
+                stats.update(_phrase_stats(counts.phrases, lexicon))
             metadata = {
                 "tool": "prealign-data",
                 "version": __version__,
                 "src_lang": job.src_lang,
                 "tgt_lang": job.tgt_lang,
+                "src_segmenter": asdict(job.src_segmenter),  # what switch segments documents with
+                "tgt_segmenter": asdict(job.tgt_segmenter),
                 "aligner": aligner["name"],
                 "aligner_config": aligner["config"],
                 "symmetrize": job.symmetrize,
@@ -358,6 +419,8 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
                 "corpus_pairs": stats["pairs"]["input"],
                 "aligned_pairs": corpus.n_sentences,
             }
+            if job.max_span > 1:
+                metadata["max_span"] = job.max_span
             write_lexicon(lexicon, job.output, metadata)
             timings["score_write"] = time.perf_counter() - t
     stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}

@@ -44,14 +44,22 @@ def align_summary(summary: dict[str, Any], output: Path) -> str:
 
 
 def switch_summary(manifest: dict[str, Any], output: Path) -> str:
-    """What a switch run did: documents, words, switches and realised rates, tokens, shards."""
+    """What a switch run did: documents, words, switches and realised rates (also per target language), tokens,
+    shards."""
     t, r = manifest["totals"], manifest["rates"]
+    languages = [
+        f"  into {lang} (weight {v['weight']:g}): {v['words_switched']:,} of {v['words_with_entry']:,} words with a "
+        f"{lang} translation; {v['rate_over_words_with_entry']:.4f} of words with an entry"
+        for lang, v in (manifest.get("languages") or {}).items()
+    ]
     return "\n".join(
         [
             f"documents: {t['documents']:,}; words: {t['words']:,}, with a lexicon entry {t['words_with_entry']:,}, "
-            f"switched {t['words_switched']:,}",
+            f"switched {t['words_switched']:,}; unswitchable {t.get('words_unswitchable', 0):,} (tokens straddle "
+            "their boundaries)",
             f"realised rate: {r['switched_per_word_with_entry']:.4f} of words with an entry (ratio "
             f"{manifest['ratio']}), {r['switched_per_word']:.4f} of all words",
+            *languages,
             f"tokens: {t['tokens']:,} in {t['rows']:,} rows ({t['padding_tokens']:,} padding); "
             f"{len(manifest['shards'])} shard(s) -> {output}",
             f"time: {manifest.get('seconds', '?')} s",

@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import numpy as np
 from prealign import __version__
 from prealign.arrays import join_offsets
 from prealign.codeswitch.switch import Switched
-from prealign.codeswitch.table import SwitchConfig, build_table, check_words
+from prealign.codeswitch.table import DEFAULT_LANGUAGE, LANG_COLUMN, SwitchConfig, build_table, check_words
 from prealign.codeswitch.task import switch_task
 from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_file, tokenizer_info
 from prealign.errors import DiskFull, InputError, disk_full_is_input_error
@@ -65,19 +65,25 @@ from prealign.shards import (
     write_manifest,
     write_shard,
 )
+from prealign.text import SegmenterConfig, check_segmented, require, segmenter_config
 from prealign.textio import check_readable, remove_temporaries
 
 DOC_BATCH = 4096
 WORK = ".work"
-TOTALS = ("documents", "words", "words_with_entry", "words_switched")
+TOTALS = ("documents", "words", "words_with_entry", "words_switched", "words_unswitchable")
 
 
 @dataclass(frozen=True)
 class SwitchJob:
-    """Everything ``prealign-data switch`` needs."""
+    """Everything ``prealign-data switch`` needs.
+
+    ``lexicon``: one lexicon (bilingual or multi-way), or several, joined on their pivot language
+    (:func:`prealign.lexicon.multiway.combine`). ``lang_weights``: target language -> weight (a language not
+    named weighs 1; 0: never switched into).
+    """
 
     corpus: Sequence[Path]
-    lexicon: Path
+    lexicon: Path | Sequence[Path]
     tokenizer: Path
     output: Path
     config: SwitchConfig
@@ -89,6 +95,74 @@ class SwitchJob:
     ray_address: str | None = None
     workers: int | None = None
     progress: bool = True
+    lang_weights: Mapping[str, float] | None = None
+    lang: str | None = None  # the documents' language: chooses the segmenter (default: the lexicon's source side's)
+    segmenter: str | None = None  # a segmenter named to override that choice
+
+    @property
+    def lexicons(self) -> list[Path]:
+        """The lexicon file(s), as a list."""
+        if isinstance(self.lexicon, str | os.PathLike):
+            return [Path(self.lexicon)]
+        return [Path(p) for p in self.lexicon]
+
+
+@dataclass(frozen=True)
+class SwitchLexicon:
+    """The lexicon rows a switch job uses (with ``tgt_lang``), the target languages with their weights, and
+    what the manifest records about the file(s)."""
+
+    rows: Any  # pl.DataFrame
+    weights: dict[str, float]  # every target language, in lexicon order
+    src_lang: str | None
+    metadata: list[dict[str, Any]]  # per file
+
+
+def load_lexicons(paths: Sequence[Path], lang_weights: Mapping[str, float] | None) -> SwitchLexicon:
+    """Read the lexicon(s) of a switch job and resolve the language weights.
+
+    One file: a multi-way lexicon's languages come from its ``tgt_lang`` column; a bilingual one's from its
+    metadata (``unknown`` when it has none, unless --lang-weights needs it). Several files are joined on the
+    pivot language, each needing a known target language. InputError naming the file: a lexicon word with a tab
+    or line break, a missing language, a repeated one, differing pivot languages; a weight for a language no
+    lexicon has; every weight 0.
+    """
+    import polars as pl
+
+    from prealign.lexicon.multiway import LexiconInput, combine, languages_of
+
+    inputs = []
+    for path in paths:
+        frame, meta = read_lexicon(path)
+        check_words(frame, path)
+        inputs.append(LexiconInput(path, frame, meta))
+    where = paths[0] if len(paths) == 1 else None
+    if len(inputs) > 1:
+        joined = combine(inputs)
+        rows, languages, src_lang = joined.rows, joined.languages, joined.src_lang
+    elif LANG_COLUMN in inputs[0].frame.columns:
+        rows, languages = inputs[0].frame, languages_of(inputs[0].frame, inputs[0].metadata)
+        src_lang = inputs[0].metadata.get("src_lang")
+    else:
+        lang = inputs[0].metadata.get("tgt_lang")
+        if not isinstance(lang, str) or not lang:
+            if lang_weights:
+                raise InputError("no target language in its metadata (tgt_lang): --lang-weights cannot name it", where)
+            lang = DEFAULT_LANGUAGE
+        rows, languages = inputs[0].frame.with_columns(pl.lit(lang, dtype=pl.String).alias(LANG_COLUMN)), [lang]
+        src_lang = inputs[0].metadata.get("src_lang")
+    weights = dict(lang_weights or {})
+    unknown = [lang for lang in weights if lang not in languages]
+    if unknown:
+        raise InputError(
+            f"--lang-weights names language(s) {', '.join(unknown)} that no lexicon has (they have "
+            f"{', '.join(languages)})",
+            where,
+        )
+    resolved = {lang: float(weights.get(lang, 1.0)) for lang in languages}
+    if resolved and not any(w > 0 for w in resolved.values()):
+        raise InputError("every target language has weight 0 in --lang-weights: nothing would be switched", where)
+    return SwitchLexicon(rows, resolved, src_lang, [dict(item.metadata) for item in inputs])
 
 
 @dataclass
@@ -195,10 +269,10 @@ def _document_batches(
 def _check_job(job: SwitchJob) -> None:
     """Refuse, before any work, missing inputs, bad numbers and an output directory that cannot be written or
     would hold an input."""
-    for path in [*job.corpus, job.lexicon]:
+    for path in [*job.corpus, *job.lexicons]:
         check_readable(path)
     check_readable(tokenizer_file(job.tokenizer))
-    check_outputs([*job.corpus, job.lexicon, tokenizer_file(job.tokenizer)], {"-o": job.output}, directories=("-o",))
+    check_outputs([*job.corpus, *job.lexicons, tokenizer_file(job.tokenizer)], {"-o": job.output}, directories=("-o",))
     if job.pack and (job.seq_len is None or job.seq_len < 1):
         raise InputError("--seq-len must be a positive number of tokens when packing", job.output)
     if job.shard_rows < 1:
@@ -223,6 +297,9 @@ class _Stream:
         self.totals["words"] += result.words
         self.totals["words_with_entry"] += result.words_with_entry
         self.totals["words_switched"] += result.words_switched
+        self.totals["words_unswitchable"] += result.words_unswitchable
+        for key, counts in (("lang_with_entry", result.lang_with_entry), ("lang_switched", result.lang_switched)):
+            self.totals[key] = [a + int(b) for a, b in zip(self.totals[key], counts.tolist(), strict=True)]  # new list
 
     def resume_point(self, end: int) -> dict[str, Any]:
         """Where to start again once the stream up to ``end`` is in finished shards: the first document of the
@@ -235,12 +312,16 @@ class _Stream:
         return {"doc": self.next_doc, "skip": end - self.position, "position": end, "totals": dict(self.totals)}
 
 
-def _fingerprint(job: SwitchJob, tokenizer_sha: str) -> str:
+def _fingerprint(job: SwitchJob, tokenizer_sha: str, weights: Mapping[str, float], segmenter: SegmenterConfig) -> str:
+    shas = [file_sha256(p) for p in job.lexicons]
+    described: dict[str, Any] = {} if all(w == 1.0 for w in weights.values()) else {"lang_weights": dict(weights)}
+    described["segmenter"] = asdict(segmenter)
     return fingerprint(
         {
+            **described,
             "inputs": [file_identity(p) for p in job.corpus],
             "text_column": job.text_column,
-            "lexicon": file_sha256(Path(job.lexicon)),
+            "lexicon": shas[0] if len(shas) == 1 else shas,
             "tokenizer": tokenizer_sha,
             "config": asdict(job.config),
             "seq_len": job.seq_len,
@@ -264,15 +345,15 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     _check_job(job)
     tokenizer = load_tokenizer(job.tokenizer)
     info = tokenizer_info(tokenizer)
-    lexicon, lex_meta = read_lexicon(job.lexicon)
-    check_words(lexicon, job.lexicon)
-    table = build_table(lexicon, job.config)
+    lex = load_lexicons(job.lexicons, job.lang_weights)
+    segmenter = document_segmenter(job, lex)
+    table = build_table(lex.rows, job.config, lex.weights)
     if len(table) == 0:
-        raise InputError("no lexicon entry left after the filters (--min-prob, --min-count)", job.lexicon)
+        raise InputError("no lexicon entry left after the filters (--min-prob, --min-count)", job.lexicons[0])
     if job.pack and info.eot_id is None:
         raise InputError("the tokenizer has no end-of-text token to separate packed documents", job.tokenizer)
     pad_id = info.pad_id if info.pad_id is not None else (info.eot_id if info.eot_id is not None else 0)
-    job_fingerprint = _fingerprint(job, info.sha256)
+    job_fingerprint = _fingerprint(job, info.sha256, lex.weights, segmenter)
     work = WorkDir(job.output / WORK, job_fingerprint, names=(SHARD_GLOB, MANIFEST, CARD))
     if not job.overwrite and _finished(job.output, job_fingerprint):
         work.remove()  # what a kill after the manifest was moved into place left: the job's own files go
@@ -282,15 +363,35 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     created = not job.output.exists()
     try:
         with disk_full_is_input_error(job.output), work.kept_unless_bad_input():  # a full disk keeps the work
-            manifest = _run(
-                job, work, tokenizer_file(job.tokenizer), info, pad_id, table, lexicon.height, lex_meta, job_fingerprint
-            )
+            run = (table, lex, segmenter, job_fingerprint)
+            manifest = _run(job, work, tokenizer_file(job.tokenizer), info, pad_id, *run)
     except InputError as exc:
         if created and not isinstance(exc, WorkDirBusy | DiskFull):
             shutil.rmtree(job.output, ignore_errors=True)
         raise
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
+
+
+def document_segmenter(job: SwitchJob, lex: SwitchLexicon) -> SegmenterConfig:
+    """The segmenter of the documents: the lexicon's source side's (recorded by extract-lexicon) unless --lang or
+    --segmenter choose one; checked on the corpus's first documents (text mostly in a script written without
+    spaces needs a real segmenter, see :func:`prealign.text.check_segmented`)."""
+    recorded = lex.metadata[0].get("src_segmenter") if len(lex.metadata) == 1 else None
+    if job.lang is None and job.segmenter is None and isinstance(recorded, dict):
+        try:
+            config = SegmenterConfig(**recorded)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"bad src_segmenter in its metadata: {exc}", job.lexicons[0]) from None
+        require(config.kind, f"the lexicon's source segmenter ({config.kind})")
+    else:
+        config = segmenter_config(job.lang or lex.src_lang, job.segmenter, option="--lang")
+    try:
+        first = next(_document_batches(job.corpus, job.text_column, 2000), ([], 0))[0]
+    except InputError:  # bad input early on: reported where the job reads it
+        first = []
+    check_segmented(config, first, "--lang", "--segmenter")
+    return config
 
 
 def switch_report(manifest: dict[str, Any], output: Path) -> str:
@@ -331,8 +432,8 @@ def _run(
     info,
     pad_id: int,
     table,
-    lexicon_rows,
-    lex_meta,
+    lex: SwitchLexicon,
+    segmenter: SegmenterConfig,
     job_fingerprint: str,
 ) -> dict:
     """Switch what is left to switch into ``work``, then move the shards into place (see the module doc)."""
@@ -341,9 +442,11 @@ def _run(
     done = work.last("done")
     if done is None:
         last = work.last("shard")
-        start = last["resume"] if last else {"doc": 0, "skip": 0, "position": 0, "totals": dict.fromkeys(TOTALS, 0)}
+        start = (
+            last["resume"] if last else {"doc": 0, "skip": 0, "position": 0, "totals": _zero_totals(len(lex.weights))}
+        )
         packer.skip, packer.position = start["skip"], start["position"] - start["skip"]
-        stream = _Stream(start["doc"], packer.position, dict(start["totals"]))
+        stream = _Stream(start["doc"], packer.position, _with_languages(start["totals"], len(lex.weights)))
         unit = packer.row_tokens or 1
 
         def finished(entry: dict[str, Any]) -> None:
@@ -357,7 +460,7 @@ def _run(
             tok_key = (str(tok_path.resolve()), info.sha256)
             table_h = ex.put(table)
             batches = _document_batches(job.corpus, job.text_column, DOC_BATCH, stream.next_doc)
-            args = ((texts, first, tok_key, table_h, job.config) for texts, first in batches)
+            args = ((texts, first, tok_key, table_h, job.config, segmenter) for texts, first in batches)
             for result in bar.iterate_bytes(_ordered(ex, switch_task, args), "switch", job.corpus, unit="batch"):
                 pending.append(packer.add(result))
                 stream.add(result, packer.position)
@@ -371,10 +474,27 @@ def _run(
         work.record(done)
     shards += done["done"]["shards"]
     end = done["done"]
-    manifest = _manifest(job, info, lexicon_rows, lex_meta, end["totals"], shards, packer.row_tokens, end["padding"])
+    manifest = _manifest(job, info, lex, end["totals"], shards, packer.row_tokens, end["padding"])
+    manifest["segmenter"] = asdict(segmenter)
     manifest["job_fingerprint"] = job_fingerprint
     _commit(job, work, shards, manifest)
     return manifest
+
+
+def _zero_totals(n_languages: int) -> dict[str, Any]:
+    return {**dict.fromkeys(TOTALS, 0), "lang_with_entry": [0] * n_languages, "lang_switched": [0] * n_languages}
+
+
+def _with_languages(totals: dict[str, Any], n_languages: int) -> dict[str, Any]:
+    """Totals with the per-language counts (a journal written before they existed lacks them: with one language
+    they are the words with an entry and the words switched)."""
+    out = dict(totals)
+    out.setdefault("words_unswitchable", 0)
+    if "lang_switched" not in out:
+        one = n_languages == 1
+        out["lang_with_entry"] = [out["words_with_entry"] if one else 0] * n_languages
+        out["lang_switched"] = [out["words_switched"] if one else 0] * n_languages
+    return out
 
 
 def _commit(job: SwitchJob, work: WorkDir, shards: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
@@ -452,22 +572,51 @@ def _concat(parts: list[Rows]) -> Rows:
     )
 
 
-def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, row_tokens, padding) -> dict[str, Any]:
+def _lexicon_record(job: SwitchJob, lex: SwitchLexicon) -> dict[str, Any]:
+    """The manifest's ``lexicon``: as it always was for one file (path, sha256, rows, languages); for several, the
+    same keys with a list of paths and of sha256s, and the rows of all."""
+    paths = job.lexicons
+    record: dict[str, Any] = {
+        "path": str(paths[0].resolve()),
+        "sha256": file_sha256(paths[0]),
+        "entries": lex.rows.height,
+        "src_lang": lex.src_lang,
+        "tgt_lang": lex.metadata[0].get("tgt_lang"),
+    }
+    if len(paths) > 1:
+        record.update(path=[str(p.resolve()) for p in paths], sha256=[file_sha256(p) for p in paths], tgt_lang=None)
+    record["tgt_langs"] = list(lex.weights)
+    return record
+
+
+def _languages(lex: SwitchLexicon, totals: dict[str, Any]) -> dict[str, Any]:
+    """Per target language: its weight, the words with a translation in it, the words switched into it and their
+    share of all words with an entry."""
+    totals = _with_languages(totals, len(lex.weights))
+    with_entry = totals["words_with_entry"]
+    return {
+        lang: {
+            "weight": weight,
+            "words_with_entry": totals["lang_with_entry"][k],
+            "words_switched": totals["lang_switched"][k],
+            "rate_over_words_with_entry": totals["lang_switched"][k] / with_entry if with_entry else 0.0,
+        }
+        for k, (lang, weight) in enumerate(lex.weights.items())
+    }
+
+
+def _manifest(job, info, lex: SwitchLexicon, totals, shards, row_tokens, padding) -> dict[str, Any]:
     tokens = sum(s["tokens"] for s in shards)
     with_entry = totals["words_with_entry"]
+    languages = _languages(lex, totals)
+    totals = {k: totals[k] for k in TOTALS}
     return {
         "schema_version": SCHEMA_VERSION,
         "format": "arrow-ipc-stream",
         "tool": "prealign-data",
         "version": __version__,
         "tokenizer": {"path": str(tokenizer_file(job.tokenizer).resolve()), **info.to_dict()},
-        "lexicon": {
-            "path": str(Path(job.lexicon).resolve()),
-            "sha256": file_sha256(Path(job.lexicon)),
-            "entries": lexicon_rows,
-            "src_lang": lex_meta.get("src_lang"),
-            "tgt_lang": lex_meta.get("tgt_lang"),
-        },
+        "lexicon": _lexicon_record(job, lex),
         "inputs": [str(p) for p in job.corpus],
         "ratio": job.config.ratio,
         "seed": job.config.seed,
@@ -489,5 +638,6 @@ def _manifest(job, info, lexicon_rows, lex_meta, totals, shards, row_tokens, pad
             "switched_per_word_with_entry": totals["words_switched"] / with_entry if with_entry else 0.0,
             "switched_per_word": totals["words_switched"] / totals["words"] if totals["words"] else 0.0,
         },
+        "languages": languages,
         "shards": shards,
     }

@@ -1,0 +1,103 @@
+"""Words of documents mapped onto a tokenizer's tokens by character offsets.
+
+The words come from the project's own segmenter (:mod:`prealign.text`, the units the lexicon was built from);
+the tokens from any tokenizer, through the character offsets every tokenizer family reports (``word_ids`` is
+not defined by SentencePiece-style tokenizers and is not used). A word is *switchable* when the tokens that
+cover it cover nothing of another word: its first token starts after the previous word's end, its last token
+ends before the next word's start. A token that straddles a word boundary (a merge across a space, a
+byte-level token spanning two characters of two words) leaves both words as they are; they are counted as
+unswitchable. Words overlapping a special token (``<|endoftext|>`` written in the text) are not words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+
+from prealign.text import Span
+
+
+@dataclass
+class Units:
+    """A batch's tokens cut into units: every switchable word one unit, every other token a unit of its own.
+
+    ``starts``: each unit's first token (flat index over the batch); ``word``: for each unit, the index of its
+    word in the batch's flat word list, or -1; ``word_doc``, ``word_index``: each word's document (batch-local)
+    and number within its document; ``clean``: whether each word is switchable; ``word_start``, ``word_end``:
+    each word's characters in the batch's documents joined by one separator character.
+    """
+
+    starts: np.ndarray
+    word: np.ndarray
+    word_doc: np.ndarray
+    word_index: np.ndarray
+    clean: np.ndarray
+    word_start: np.ndarray
+    word_end: np.ndarray
+
+
+def _flat_offsets(offsets: list[list[tuple[int, int]]], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token (start, end) offsets of a batch made global: each document's shifted by its character base."""
+    counts = np.fromiter(map(len, offsets), dtype=np.int64, count=len(offsets))
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64, count=2 * int(counts.sum()))
+    shift = np.repeat(base, counts)
+    return flat[0::2] + shift, flat[1::2] + shift
+
+
+def word_units(
+    texts: list[str], offsets: list[list[tuple[int, int]]], spans: list[list[Span]], special: np.ndarray
+) -> Units:
+    """Map each document's word ``spans`` onto its tokens' character ``offsets`` (``special``: a flat mask of the
+    batch's special tokens)."""
+    n_docs = len(texts)
+    base = np.zeros(n_docs, dtype=np.int64)  # documents laid end to end, one character apart
+    if n_docs > 1:
+        np.cumsum(np.fromiter((len(t) + 1 for t in texts[:-1]), dtype=np.int64, count=n_docs - 1), out=base[1:])
+    tok_start, tok_end = _flat_offsets(offsets, base)
+    n_tok = len(tok_start)
+    word_start, word_end = _flat_offsets(spans, base)
+    per_doc = np.fromiter(map(len, spans), dtype=np.int64, count=n_docs)
+    word_doc = np.repeat(np.arange(n_docs, dtype=np.int64), per_doc)
+
+    # tokens over each word: from the first token ending after its start to the last starting before its end
+    first = np.searchsorted(tok_end, word_start, side="right")
+    last = np.searchsorted(tok_start, word_end, side="left") - 1
+    covered = first <= last
+
+    # switchable: covered by whole tokens that reach neither the previous word nor the next one (nor, for a
+    # document's first and last words, outside the document)
+    doc_start = base[word_doc]
+    prev_end, next_start = doc_start.copy(), doc_start + np.array([len(t) for t in texts], dtype=np.int64)[word_doc]
+    same_doc = word_doc[1:] == word_doc[:-1]
+    prev_end[1:][same_doc] = word_end[:-1][same_doc]
+    next_start[:-1][same_doc] = word_start[1:][same_doc]
+    # the whitespace-only tokens between the previous word and this one belong to this word's unit, so that a
+    # translation is tokenised with its leading space as the tokenizer would tokenise the switched text
+    first = np.where(covered, np.minimum(first, np.searchsorted(tok_start, prev_end, side="left")), first)
+    safe_first, safe_last = np.minimum(first, max(n_tok - 1, 0)), np.clip(last, 0, max(n_tok - 1, 0))
+    clean = covered.copy()
+    if n_tok:
+        clean &= (tok_start[safe_first] >= prev_end) & (tok_end[safe_last] <= next_start)
+        hits_special = np.zeros(n_tok + 1, dtype=np.int64)
+        np.cumsum(special.astype(np.int64), out=hits_special[1:])
+        keep = ~(covered & (hits_special[np.minimum(last + 1, n_tok)] > hits_special[np.minimum(first, n_tok)]))
+        word_start, word_end, first, last, word_doc, clean = (
+            a[keep] for a in (word_start, word_end, first, last, word_doc, clean)
+        )
+    doc_first = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(word_doc, minlength=n_docs), out=doc_first[1:])
+    word_index = np.arange(len(word_start), dtype=np.int64) - doc_first[word_doc]
+
+    # units: a switchable word's tokens after its first join its unit
+    inside = np.zeros(n_tok + 1, dtype=np.int64)
+    multi = clean & (last > first)
+    np.add.at(inside, first[multi] + 1, 1)
+    np.add.at(inside, last[multi] + 1, -1)
+    new = np.cumsum(inside[:n_tok]) == 0
+    starts = np.flatnonzero(new)
+    unit_word = np.full(len(starts), -1, dtype=np.int64)
+    clean_words = np.flatnonzero(clean)
+    unit_word[np.searchsorted(starts, first[clean_words])] = clean_words
+    return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end)
