@@ -321,3 +321,18 @@ def test_multi_word_entries_are_switched_as_one_unit() -> None:
     assert (out.words_with_entry, out.words_switched) == (2 + 3, 2 + 3)  # a phrase is one unit with an entry
     first = out.labels[out.offsets[0] : out.offsets[1]]
     assert first[0] == tok.encode("No").ids[0] and (first[1 : len(tok.encode("Personne").ids)] == IGNORE_INDEX).all()
+
+
+def test_phrase_matching_is_longest_first_within_one_document() -> None:
+    from prealign.codeswitch.phrases import find_phrases, phrase_index
+
+    index = {"a b": 0, "b c": 1, "a b c": 2, "c d": 3, "x": 4}
+    phrases = phrase_index(index, Segmenter(segmenter_config("en")))
+    ids = phrases.word_id
+    assert phrases.longest == 3 and "x" not in ids
+    doc = ["a", "b", "c", "d", "b", "c", "c"]  # a b c | d | b c | c: then "c d" must not start inside "a b c"
+    words = np.array([ids.get(w, -1) for w in doc] + [ids["d"]], dtype=np.int64)
+    unit_doc = np.array([0] * len(doc) + [1])  # the last unit ("d") is in the next document
+    assert find_phrases(words, unit_doc, phrases) == [(0, 2, 2), (4, 5, 1)]
+    words[1] = -1  # "b" not switchable: no phrase through it
+    assert find_phrases(words, unit_doc, phrases) == [(2, 3, 3), (4, 5, 1)]

@@ -70,8 +70,7 @@ class WordInfo:
     casing: int
     prefix: str
     is_word: bool
-    key: str = ""  # the normalised word, as the lexicon writes it
-    starts_phrase: bool = False  # a multi-word entry starts with this word
+    phrase_word: int = -1  # its number among the words of multi-word entries (PhraseIndex.word_id), or -1
 
 
 @dataclass
@@ -84,7 +83,7 @@ class WordCache:
     entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     casings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    firsts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    phrase_words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     phrases: PhraseIndex | None = None  # the table's multi-word entries, built on first use
 
     def add(self, infos: dict[int, WordInfo]) -> None:
@@ -95,10 +94,10 @@ class WordCache:
         entries = np.concatenate([self.entries, np.array([v.entry for v in vals], dtype=np.int64)])
         casings = np.concatenate([self.casings, np.array([v.casing for v in vals], dtype=np.int8)])
         words = np.concatenate([self.words, np.array([v.is_word for v in vals], dtype=bool)])
-        firsts = np.concatenate([self.firsts, np.array([v.starts_phrase for v in vals], dtype=bool)])
+        phrase_words = np.concatenate([self.phrase_words, np.array([v.phrase_word for v in vals], dtype=np.int64)])
         order = np.argsort(keys, kind="stable")
         self.keys, self.entries, self.casings = keys[order], entries[order], casings[order]
-        self.words, self.firsts = words[order], firsts[order]
+        self.words, self.phrase_words = words[order], phrase_words[order]
 
 
 @dataclass
@@ -162,7 +161,7 @@ def _describe_units(
         prefix = text[: len(text) - len(text.lstrip())]
         is_word = core.isalpha() or _LETTER.search(core) is not None
         key = segmenter.normalize(core).lower()
-        out[h] = WordInfo(table.index.get(key, -1), _casing(core), prefix, is_word, key, key in phrases.firsts)
+        out[h] = WordInfo(table.index.get(key, -1), _casing(core), prefix, is_word, phrases.word_id.get(key, -1))
     return out
 
 
@@ -295,13 +294,7 @@ def _switch_encoded(
     entry = cache.entries[slot]
     n_words = int(cache.words[slot].sum())  # before phrases are merged: a phrase's words are words
     if phrases.longest > 1:  # runs of words that are a multi-word entry become one unit
-        found = find_phrases(
-            np.flatnonzero(word_unit & cache.firsts[slot]),
-            word_unit,
-            unit_doc,
-            lambda u: cache.info[int(unit_hash[u])].key,
-            phrases,
-        )
+        found = find_phrases(np.where(word_unit, cache.phrase_words[slot], -1), unit_doc, phrases)
         if found:
             entry = entry.copy()
             entry[[u for u, _, _ in found]] = [e for _, _, e in found]

@@ -91,10 +91,8 @@ def word_units(
     word_index = np.arange(len(word_start), dtype=np.int64) - doc_first[word_doc]
 
     # units: a switchable word's tokens after its first join its unit
-    inside = np.zeros(n_tok + 1, dtype=np.int64)
     multi = clean & (last > first)
-    np.add.at(inside, first[multi] + 1, 1)
-    np.add.at(inside, last[multi] + 1, -1)
+    inside = np.bincount(first[multi] + 1, minlength=n_tok + 2) - np.bincount(last[multi] + 1, minlength=n_tok + 2)
     new = np.cumsum(inside[:n_tok]) == 0
     starts = np.flatnonzero(new)
     unit_word = np.full(len(starts), -1, dtype=np.int64)
