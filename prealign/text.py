@@ -171,6 +171,13 @@ def join_words(words: Sequence[str], joiner: str) -> str:
     return "".join(out)
 
 
+def needs_space(left: str, right: str) -> bool:
+    """Whether two words written side by side need a space between them: both meet at a letter or digit of a
+    script written with spaces (``bank`` ``computer``; not ``银行`` ``bank``, not ``bank`` ``,``)."""
+    a, b = left[-1:], right[:1]
+    return a.isalnum() and b.isalnum() and not any(p.match(a) or p.match(b) for p in _SCRIPT_RES.values())
+
+
 def is_word(token: str) -> bool:
     """True when a token holds at least one letter (not only punctuation, digits or symbols)."""
     return any(ch.isalpha() for ch in token)

@@ -336,3 +336,16 @@ def test_phrase_matching_is_longest_first_within_one_document() -> None:
     assert find_phrases(words, unit_doc, phrases) == [(0, 2, 2), (4, 5, 1)]
     words[1] = -1  # "b" not switchable: no phrase through it
     assert find_phrases(words, unit_doc, phrases) == [(2, 3, 3), (4, 5, 1)]
+
+
+def test_translations_side_by_side_in_text_without_spaces_get_one(zh_tokenizer: Tokenizer) -> None:
+    pytest.importorskip("jieba", reason="the [zh] extra (jieba) is not installed")
+    lex = pl.DataFrame({"src": ["银行", "电脑", "我们"], "tgt": ["bank", "computer", "我"]}).with_columns(
+        count=pl.lit(5, pl.Int64), p_tgt_given_src=pl.lit(1.0, pl.Float32), p_src_given_tgt=pl.lit(1.0, pl.Float32),
+        score=pl.lit(1.0, pl.Float32),
+    )  # fmt: skip
+    cfg = SwitchConfig(ratio=1.0)
+    docs = ["他银行电脑。", "银行我们电脑"]
+    out = switch_batch(docs, 0, zh_tokenizer, build_table(lex, cfg), cfg, segmenter=Segmenter(segmenter_config("zh")))
+    decoded = [zh_tokenizer.decode(out.input_ids[out.offsets[d] : out.offsets[d + 1]].tolist()) for d in range(2)]
+    assert decoded == ["他bank computer。", "bank我computer"]

@@ -38,7 +38,7 @@ from prealign.codeswitch.phrases import PhraseIndex, find_phrases, merge_units, 
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.codeswitch.words import Units, word_units
 from prealign.shards import IGNORE_INDEX
-from prealign.text import Segmenter, Span, is_word
+from prealign.text import Segmenter, Span, is_word, needs_space
 
 _SUB_BATCH = 1024
 _LETTER = re.compile(r"[^\W\d_]")
@@ -314,9 +314,15 @@ def _switch_encoded(
         lang_switched = np.bincount(table.lang[picks], minlength=len(table.languages))
         casing = cache.casings[slot[sw_units]]
         replacement = []
+        previous = (-2, "")  # the last switched unit and its translation
         for unit, t, c in zip(sw_units.tolist(), picks.tolist(), casing.tolist(), strict=True):
             prefix = cache.info[int(unit_hash[unit])].prefix
-            replacement.append(surface_ids(tokenizer, prefix + apply_casing(table.translations[t], c), cache))
+            word = apply_casing(table.translations[t], c)
+            adjacent = unit == previous[0] + 1 and unit_doc[unit] == unit_doc[previous[0]]
+            if adjacent and not prefix and needs_space(previous[1], word):
+                prefix = " "  # two translations into a spaced script, side by side in text without spaces
+            replacement.append(surface_ids(tokenizer, prefix + word, cache))
+            previous = (unit, word)
     else:
         replacement = []
         lang_switched = np.zeros(len(table.languages), np.int64)
