@@ -22,12 +22,15 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from typing import Literal
 
+import numpy as np
 from tokenizers import Regex, Tokenizer
 from tokenizers import pre_tokenizers as pre
 from tokenizers.models import WordLevel
 
+from prealign import charclass
 from prealign.errors import InputError
 
 Apostrophe = Literal["previous", "next", "split", "keep"]
@@ -141,21 +144,65 @@ class Segmenter:
         norm = [self.normalize(t) for t in texts]
         if self.config.kind == "whitespace":  # the pre-tokenizer would only split on whitespace: str.split does that
             return [t.split() for t in norm]
-        return [[s[a:b] for a, b in spans] for s, spans in zip(norm, self._spans(norm), strict=True)]
+        flat = self._flat(norm)
+        joined = "\n".join(norm)
+        words = [joined[a:b] for a, b in zip(flat.start.tolist(), flat.end.tolist(), strict=True)]
+        bounds = np.zeros(len(norm) + 1, dtype=np.int64)
+        np.cumsum(flat.counts, out=bounds[1:])
+        return [words[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
 
     def spans_batch(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Each string's words as (start, end) character offsets into the string as given, which is segmented
-        without NFKC or lowercasing (they may change lengths) but after script conversion, as the lexicon's words
-        were (a conversion that changes a string's length is not applied to that string)."""
+        """Each string's words as (start, end) character offsets into the string as given (see
+        :meth:`flat_spans`)."""
+        flat = self.flat_spans(texts)
+        base = np.repeat(layout(texts), flat.counts)
+        pairs = list(zip((flat.start - base).tolist(), (flat.end - base).tolist(), strict=True))
+        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(flat.counts, out=bounds[1:])
+        return [pairs[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+
+    def flat_spans(self, texts: Sequence[str]) -> FlatSpans:
+        """The words of all ``texts`` as offsets into the texts joined by one separator character (the layout
+        of :func:`layout`), segmented as given: without NFKC or lowercasing (they may change lengths) but after
+        script conversion, as the lexicon's words were (a conversion that changes a string's length is not
+        applied to that string)."""
         if self._convert is not None:
             texts = [c if len(c) == len(t) else t for t, c in zip(texts, map(self._convert, texts), strict=True)]
-        return self._spans(texts)
+        return self._flat(texts)
 
-    def _spans(self, texts: Sequence[str]) -> list[list[Span]]:
+    def _flat(self, texts: Sequence[str]) -> FlatSpans:
+        kind = self.config.kind
+        base = layout(texts)
+        if kind in ("default", "chars"):
+            start, end = charclass.spans("\n".join(texts), self.config.apostrophe, kind == "chars")
+            counts = np.diff(np.searchsorted(start, np.append(base, np.iinfo(np.int64).max)))
+            return FlatSpans(start, end, counts)
         if self._dictionary is not None:
-            return [self._dictionary(t) for t in texts]
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [enc.offsets for enc in encodings]
+            per_text = [self._dictionary(t) for t in texts]
+        else:  # whitespace
+            per_text = [enc.offsets for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_text)), np.int64, count=2 * int(counts.sum()))
+        shift = np.repeat(base, counts)
+        return FlatSpans(flat[0::2] + shift, flat[1::2] + shift, counts)
+
+
+@dataclass(frozen=True)
+class FlatSpans:
+    """Words of several texts: ``start``/``end`` offsets in the texts joined by one separator character
+    (:func:`layout`), ``counts`` words per text."""
+
+    start: np.ndarray
+    end: np.ndarray
+    counts: np.ndarray
+
+
+def layout(texts: Sequence[str]) -> np.ndarray:
+    """Where each text starts when ``texts`` are joined by one separator character ("\\n".join)."""
+    base = np.zeros(len(texts), dtype=np.int64)
+    if len(texts) > 1:
+        np.cumsum(np.fromiter((len(t) + 1 for t in texts[:-1]), dtype=np.int64, count=len(texts) - 1), out=base[1:])
+    return base
 
 
 def join_words(words: Sequence[str], joiner: str) -> str:

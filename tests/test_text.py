@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from prealign import charclass
 from prealign.text import APOSTROPHES, Segmenter, SegmenterConfig, apostrophe_for, is_word
 
 
@@ -161,3 +164,23 @@ def test_segment_batch_equals_segment() -> None:
         s = Segmenter(config)
         assert s.segment_batch(texts) == [s.segment(t) for t in texts]
     assert Segmenter().segment_batch([]) == []
+
+
+# --- the vectorised default segmenter (prealign.charclass) against the tokenizers pre-tokenizer ---------------
+
+_SCRIPTS = "ab Z9_ \t\n.,!-«»()é\u0301東京かカ\u3099ไทย\u0e49한ç𠀀😀ß"  # no apostrophes
+_APOSTROPHES = "ab Z9_ \t\n'’.,!-()é\u0301çß"  # no Han, kana or Thai
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(st.text(alphabet=_SCRIPTS, max_size=40), st.text(alphabet=_APOSTROPHES, max_size=40)),
+    rule=st.sampled_from(APOSTROPHES),
+    chars=st.booleans(),
+)
+def test_character_classes_cut_as_the_pre_tokenizer_does(text: str, rule: str, chars: bool) -> None:
+    """Where Han, kana or Thai meet an apostrophe inside a word the two may differ (see prealign.charclass)."""
+    config = SegmenterConfig(apostrophe=rule, method="chars" if chars else "default")  # type: ignore[arg-type]
+    reference = Segmenter(config)._tokenizer.encode(text, add_special_tokens=False).offsets
+    start, end = charclass.spans(text, rule, chars)
+    assert list(zip(start.tolist(), end.tolist(), strict=True)) == reference

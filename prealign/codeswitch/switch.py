@@ -35,10 +35,11 @@ from tokenizers import Tokenizer
 
 from prealign.arrays import join_offsets
 from prealign.codeswitch.phrases import PhraseIndex, find_phrases, merge_units, phrase_index
+from prealign.codeswitch.surface import mid_text_tokenizer, surface_ids
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.codeswitch.words import Units, word_units
 from prealign.shards import IGNORE_INDEX
-from prealign.text import Segmenter, Span, is_word, needs_space
+from prealign.text import FlatSpans, Segmenter, is_word, needs_space
 
 _SUB_BATCH = 1024
 _LETTER = re.compile(r"[^\W\d_]")
@@ -64,11 +65,10 @@ def uniforms(seed: int, doc: np.ndarray, word: np.ndarray, stream: int) -> np.nd
 
 @dataclass
 class WordInfo:
-    """What a distinct word (identified by its token ids) is: lexicon entry, casing, whitespace prefix."""
+    """What a distinct word (identified by its token ids) is: lexicon entry, casing, whether it has a letter."""
 
     entry: int
     casing: int
-    prefix: str
     is_word: bool
     phrase_word: int = -1  # its number among the words of multi-word entries (PhraseIndex.word_id), or -1
 
@@ -78,7 +78,9 @@ class WordCache:
     """Per-process cache: word hash -> WordInfo, and surface form -> token ids. Only speeds things up."""
 
     info: dict[int, WordInfo] = field(default_factory=dict)
-    surface_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    surfaces: dict[str, np.ndarray] = field(default_factory=dict)  # translation in a text -> token ids
+    first_surfaces: dict[str, np.ndarray] = field(default_factory=dict)  # ... as a document's first word
+    mid_text: Tokenizer | None = None  # the tokenizer without its leading space marker (surface.py)
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     casings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
@@ -143,35 +145,18 @@ def _lookup(cache: WordCache, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _describe_units(
-    tokenizer: Tokenizer,
-    table: SwitchTable,
-    segmenter: Segmenter,
-    phrases: PhraseIndex,
-    hashes: np.ndarray,
-    id_lists: list[list[int]],
+    table: SwitchTable, segmenter: Segmenter, phrases: PhraseIndex, hashes: np.ndarray, words: list[str]
 ) -> dict[int, WordInfo]:
-    """WordInfo of words seen for the first time (hash 0 marks tokens outside any word)."""
-    texts = tokenizer.decode_batch(id_lists, skip_special_tokens=False)
+    """WordInfo of words seen for the first time, from their text (hash 0 marks tokens outside any word)."""
     out = {}
-    for h, text in zip(hashes.tolist(), texts, strict=True):
-        core = text.strip()
+    for h, core in zip(hashes.tolist(), words, strict=True):
         if h == 0 or not core:
-            out[h] = WordInfo(-1, LOWER, "", False)
+            out[h] = WordInfo(-1, LOWER, False)
             continue
-        prefix = text[: len(text) - len(text.lstrip())]
         is_word = core.isalpha() or _LETTER.search(core) is not None
         key = segmenter.normalize(core).lower()
-        out[h] = WordInfo(table.index.get(key, -1), _casing(core), prefix, is_word, phrases.word_id.get(key, -1))
+        out[h] = WordInfo(table.index.get(key, -1), _casing(core), is_word, phrases.word_id.get(key, -1))
     return out
-
-
-def surface_ids(tokenizer: Tokenizer, surface: str, cache: WordCache) -> np.ndarray:
-    """Token ids of a replacement surface form (whitespace prefix + cased translation), cached."""
-    ids = cache.surface_ids.get(surface)
-    if ids is None:
-        ids = np.array(tokenizer.encode(surface, add_special_tokens=False).ids, dtype=np.int32)
-        cache.surface_ids[surface] = ids
-    return ids
 
 
 def switch_batch(
@@ -218,9 +203,9 @@ def switch_batch(
             gc.enable()
 
 
-def _encode(tokenizer: Tokenizer, segmenter: Segmenter, texts: list[str]) -> tuple[list, list[list[Span]]]:
-    """The tokenizer's encodings and the segmenter's word spans of ``texts`` (both release the GIL)."""
-    return tokenizer.encode_batch(texts, add_special_tokens=False), segmenter.spans_batch(texts)
+def _encode(tokenizer: Tokenizer, segmenter: Segmenter, texts: list[str]) -> tuple[list, FlatSpans]:
+    """The tokenizer's encodings and the segmenter's words of ``texts``."""
+    return tokenizer.encode_batch(texts, add_special_tokens=False), segmenter.flat_spans(texts)
 
 
 @functools.cache
@@ -247,7 +232,7 @@ def _concat(parts: list[Switched]) -> Switched:
 
 def _switch_encoded(
     encs: list,
-    spans: list[list[Span]],
+    spans: FlatSpans,
     texts: list[str],
     first_doc: int,
     tokenizer: Tokenizer,
@@ -267,6 +252,7 @@ def _switch_encoded(
     phrases = cache.phrases
     special = np.isin(ids, _special_ids(tokenizer))
     units = word_units(texts, [e.offsets for e in encs], spans, special)
+    joined = "\n".join(texts)  # the layout of the units' character offsets
     starts = units.starts
     ends = np.append(starts[1:], n_tok)
     unit_word = units.word
@@ -287,9 +273,9 @@ def _switch_encoded(
         hashes = unit_hash[missing][order]
         first = np.ones(len(hashes), dtype=bool)
         first[1:] = hashes[1:] != hashes[:-1]
-        units_new = missing[order[first]]
-        id_lists = [ids[starts[u] : ends[u]].tolist() for u in units_new.tolist()]
-        cache.add(_describe_units(tokenizer, table, segmenter, phrases, hashes[first], id_lists))
+        new_words = unit_word[missing[order[first]]]
+        spans = zip(units.word_start[new_words].tolist(), units.word_end[new_words].tolist(), strict=True)
+        cache.add(_describe_units(table, segmenter, phrases, hashes[first], [joined[a:b] for a, b in spans]))
         slot, _ = _lookup(cache, unit_hash)
     entry = cache.entries[slot]
     n_words = int(cache.words[slot].sum())  # before phrases are merged: a phrase's words are words
@@ -299,8 +285,8 @@ def _switch_encoded(
             entry = entry.copy()
             entry[[u for u, _, _ in found]] = [e for _, _, e in found]
             keep = merge_units(found, len(starts))
-            starts, entry, slot, unit_hash, unit_doc, unit_index = (
-                a[keep] for a in (starts, entry, slot, unit_hash, unit_doc, unit_index)
+            starts, entry, slot, unit_hash, unit_doc, unit_index, unit_word = (
+                a[keep] for a in (starts, entry, slot, unit_hash, unit_doc, unit_index, unit_word)
             )
             ends = np.append(starts[1:], n_tok)
 
@@ -313,22 +299,31 @@ def _switch_encoded(
         picks = table.pick(entry[sw_units], u_pick)
         lang_switched = np.bincount(table.lang[picks], minlength=len(table.languages))
         casing = cache.casings[slot[sw_units]]
+        # the whitespace before each switched word in the text (its unit's first tokens may cover it)
+        prefix_from = units.tok_start[np.minimum(starts[sw_units], max(n_tok - 1, 0))].tolist()
+        prefix_to = units.word_start[unit_word[sw_units]].tolist()
+        doc_first = (starts[sw_units] == doc_off[unit_doc[sw_units]]).tolist()
+        if cache.mid_text is None:
+            cache.mid_text = mid_text_tokenizer(tokenizer)
         replacement = []
         previous = (-2, "")  # the last switched unit and its translation
-        for unit, t, c in zip(sw_units.tolist(), picks.tolist(), casing.tolist(), strict=True):
-            prefix = cache.info[int(unit_hash[unit])].prefix
+        for k, (unit, t, c) in enumerate(zip(sw_units.tolist(), picks.tolist(), casing.tolist(), strict=True)):
+            prefix = joined[prefix_from[k] : prefix_to[k]]
             word = apply_casing(table.translations[t], c)
             adjacent = unit == previous[0] + 1 and unit_doc[unit] == unit_doc[previous[0]]
             if adjacent and not prefix and needs_space(previous[1], word):
                 prefix = " "  # two translations into a spaced script, side by side in text without spaces
-            replacement.append(surface_ids(tokenizer, prefix + word, cache))
+            if doc_first[k]:  # as the tokenizer encodes a document's start (a space marker added, if it adds one)
+                replacement.append(surface_ids(tokenizer, prefix + word, cache.first_surfaces))
+            else:
+                replacement.append(surface_ids(cache.mid_text, prefix + word, cache.surfaces))
             previous = (unit, word)
     else:
         replacement = []
         lang_switched = np.zeros(len(table.languages), np.int64)
     lang_with_entry = table.entry_langs[entry[has_entry]].sum(axis=0, dtype=np.int64)
     out = _assemble(ids, starts, ends, sw_units, replacement, doc_off, config.labels == "input-only")
-    unswitchable = _unswitchable_words(texts, units)
+    unswitchable = _unswitchable_words(joined, units)
     return Switched(
         *out,
         words=n_words + unswitchable,
@@ -345,12 +340,12 @@ def _special_ids(tokenizer: Tokenizer) -> np.ndarray:
     return np.array([i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special], dtype=np.int64)
 
 
-def _unswitchable_words(texts: list[str], units: Units) -> int:
-    """How many words that tokens leave unswitchable hold a letter (they are counted as words too)."""
+def _unswitchable_words(joined: str, units: Units) -> int:
+    """How many words that tokens leave unswitchable hold a letter (they are counted as words too); ``joined``:
+    the batch's documents joined by one separator character, the layout of the units' offsets."""
     bad = np.flatnonzero(~units.clean)
     if len(bad) == 0:
         return 0
-    joined = "\n".join(texts)  # the layout of the units' character offsets
     return sum(
         is_word(joined[a:b]) for a, b in zip(units.word_start[bad].tolist(), units.word_end[bad].tolist(), strict=True)
     )

@@ -16,7 +16,7 @@ from itertools import chain
 
 import numpy as np
 
-from prealign.text import Span
+from prealign.text import FlatSpans, layout
 
 
 @dataclass
@@ -26,7 +26,8 @@ class Units:
     ``starts``: each unit's first token (flat index over the batch); ``word``: for each unit, the index of its
     word in the batch's flat word list, or -1; ``word_doc``, ``word_index``: each word's document (batch-local)
     and number within its document; ``clean``: whether each word is switchable; ``word_start``, ``word_end``:
-    each word's characters in the batch's documents joined by one separator character.
+    each word's characters in the batch's documents joined by one separator character; ``tok_start``: each token's
+    first character in that layout.
     """
 
     starts: np.ndarray
@@ -36,6 +37,7 @@ class Units:
     clean: np.ndarray
     word_start: np.ndarray
     word_end: np.ndarray
+    tok_start: np.ndarray
 
 
 def _flat_offsets(offsets: list[list[tuple[int, int]]], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,20 +48,15 @@ def _flat_offsets(offsets: list[list[tuple[int, int]]], base: np.ndarray) -> tup
     return flat[0::2] + shift, flat[1::2] + shift
 
 
-def word_units(
-    texts: list[str], offsets: list[list[tuple[int, int]]], spans: list[list[Span]], special: np.ndarray
-) -> Units:
-    """Map each document's word ``spans`` onto its tokens' character ``offsets`` (``special``: a flat mask of the
-    batch's special tokens)."""
+def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: FlatSpans, special: np.ndarray) -> Units:
+    """Map the documents' words (``spans``, from :meth:`prealign.text.Segmenter.flat_spans`) onto their tokens'
+    character ``offsets`` (``special``: a flat mask of the batch's special tokens)."""
     n_docs = len(texts)
-    base = np.zeros(n_docs, dtype=np.int64)  # documents laid end to end, one character apart
-    if n_docs > 1:
-        np.cumsum(np.fromiter((len(t) + 1 for t in texts[:-1]), dtype=np.int64, count=n_docs - 1), out=base[1:])
+    base = layout(texts)  # documents laid end to end, one character apart
     tok_start, tok_end = _flat_offsets(offsets, base)
     n_tok = len(tok_start)
-    word_start, word_end = _flat_offsets(spans, base)
-    per_doc = np.fromiter(map(len, spans), dtype=np.int64, count=n_docs)
-    word_doc = np.repeat(np.arange(n_docs, dtype=np.int64), per_doc)
+    word_start, word_end = spans.start, spans.end
+    word_doc = np.repeat(np.arange(n_docs, dtype=np.int64), spans.counts)
 
     # tokens over each word: from the first token ending after its start to the last starting before its end
     first = np.searchsorted(tok_end, word_start, side="right")
@@ -98,4 +95,4 @@ def word_units(
     unit_word = np.full(len(starts), -1, dtype=np.int64)
     clean_words = np.flatnonzero(clean)
     unit_word[np.searchsorted(starts, first[clean_words])] = clean_words
-    return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end)
+    return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end, tok_start)
