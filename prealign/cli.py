@@ -542,6 +542,24 @@ def eval_lexicon_cmd(lexicon: Path, gold: Path, min_count: int, as_json: bool) -
 @click.option("--seq-len", default=1024, show_default=True, help="Packed rows hold seq-len + 1 tokens.")
 @click.option("--pack/--no-pack", default=True, show_default=True, help="Pack documents, or one document per row.")
 @click.option("--shard-rows", default=8192, show_default=True, help="Rows per shard file.")
+@click.option(
+    "--bos",
+    metavar="TOKEN|none",
+    help="Begin each document with this token of the tokenizer, or not (none). Default: as the tokenizer "
+    "directory's tokenizer_config.json says (bos_token, add_bos_token); a plain tokenizer.json: none.",
+)
+@click.option(
+    "--eos",
+    metavar="TOKEN|none",
+    help="The token after each packed document (the separator), a token of the tokenizer, or none (only with "
+    "--no-pack). Default: the config's eos_token, else an end-of-text token found by name (</s>, <|endoftext|>...).",
+)
+@click.option(
+    "--allow-low-coverage",
+    is_flag=True,
+    help="Write the shards even when under 1% of words have a lexicon entry or over half are unswitchable "
+    "(otherwise an error, exit code 2); the summary warns.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace another run's shards in the output directory.")
 @ray_options
 def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
@@ -584,6 +602,9 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
         progress=not kw["quiet"],
         lang=kw["lang"],
         segmenter=kw["segmenter"],
+        bos=kw["bos"],
+        eos=kw["eos"],
+        allow_low_coverage=kw["allow_low_coverage"],
     )
     click.echo(switch_report(switch_corpus(job), job.output))
 

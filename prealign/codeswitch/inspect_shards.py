@@ -85,6 +85,30 @@ def _pairs(d: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in (d or {}).items()) or "-"
 
 
+def _specials(tok: dict[str, Any], packed: bool) -> str:
+    """What is put around each document: BOS and EOS with their ids and where they came from."""
+    if "add_bos" not in tok:  # a manifest written before BOS/EOS were recorded
+        return f"no BOS; {'eot ' + str(tok.get('eot_id')) + ' after each' if packed else 'nothing after'}"
+
+    def token(kind: str) -> str:
+        return f"{tok.get(kind + '_token')!r} (id {tok.get(kind + '_id')}, from {tok.get(kind + '_from')})"
+
+    bos = f"BOS {token('bos')} first" if tok.get("add_bos") else "no BOS"
+    eos = f"EOS {token('eos')} after each" if packed or tok.get("add_eos") else "no EOS"
+    return f"{bos}; {eos}"
+
+
+def _coverage(totals: dict[str, Any]) -> str:
+    """Words with a lexicon entry and unswitchable words, over all words."""
+    words = totals.get("words") or 0
+
+    def share(key: str) -> str:
+        n = totals.get(key, 0)
+        return f"{_fmt(n)} of {_fmt(words)} ({100 * n / words:.1f}%)" if words else f"{_fmt(n)} of 0"
+
+    return f"words with an entry {share('words_with_entry')}, unswitchable {share('words_unswitchable')}"
+
+
 def _summary(directory: Path, m: dict[str, Any]) -> list[str]:
     tok, lex = m.get("tokenizer") or {}, m.get("lexicon") or {}
     shards = m.get("shards", [])
@@ -96,12 +120,15 @@ def _summary(directory: Path, m: dict[str, Any]) -> list[str]:
         f"{m.get('version', '?')}",
         f"tokenizer: {tok.get('path', '?')} (vocab {_fmt(tok.get('vocab_size'))}, eot {tok.get('eot_id')}, "
         f"pad {tok.get('pad_id')}, sha256 {sha}...)",
+        f"documents: {_specials(tok, bool(m.get('packed')))}",
         f"lexicon:   {lex.get('path', '?')} ({_fmt(lex.get('entries'))} entries, "
         f"sha256 {(lex.get('sha256') or '?')[:12]}...)",
         f"switching: ratio {_fmt(m.get('ratio'))}, seed {m.get('seed')}, choice {m.get('choice')}, "
         f"labels {m.get('labels')}",
         f"rows:      seq_len {_fmt(m.get('seq_len'))}, {packing}, row_tokens {_fmt(m.get('row_tokens'))}",
         f"totals:    {_pairs(m.get('totals'))}",
+        f"coverage:  {_coverage(m.get('totals') or {})}"
+        + (" (WARNING: low, written with --allow-low-coverage)" if m.get("coverage_warning") else ""),
         f"rates:     {_pairs(m.get('rates'))}",
         f"shards:    {len(shards)} ({_fmt(sum(s.get('rows', 0) for s in shards))} rows, "
         f"{_fmt(sum(s.get('tokens', 0) for s in shards))} tokens)",

@@ -13,6 +13,7 @@ space.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ from tokenizers import Tokenizer
 
 
 def _drop_prefix(node: Any) -> Any:
-    """A normalizer or pre-tokenizer (JSON) that adds no leading space marker; None for a removed step."""
+    """A normalizer or pre-tokenizer (JSON) that adds no leading space marker; None for a removed step. In a
+    sequence, a whitespace split before a Metaspace goes too (T5's layout): it would drop the very space that
+    must become the marker."""
     if not isinstance(node, dict):
         return node
     kind = node.get("type")
@@ -31,13 +34,26 @@ def _drop_prefix(node: Any) -> Any:
     if kind == "ByteLevel":
         return {**node, "add_prefix_space": False}
     for key in ("normalizers", "pretokenizers"):
-        if isinstance(node.get(key), list):
-            kept = [n for n in (_drop_prefix(n) for n in node[key]) if n is not None]
+        steps = node.get(key)
+        if isinstance(steps, list):
+            if key == "pretokenizers" and any(n.get("type") == "Metaspace" for n in steps if isinstance(n, dict)):
+                steps = [n for n in steps if not (isinstance(n, dict) and n.get("type") == "WhitespaceSplit")]
+            kept = [n for n in (_drop_prefix(n) for n in steps) if n is not None]
             return {**node, key: kept}
     return node
 
 
-def mid_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+@dataclass(frozen=True)
+class MidText:
+    """How to encode a translation inside a text: ``tokenizer`` adds no space marker at its start; with
+    ``one_space``, the whitespace before it is written as one space (the original tokenizer splits at
+    whitespace and marks each split with one marker, which the copy, without that split, must be given)."""
+
+    tokenizer: Tokenizer
+    one_space: bool
+
+
+def mid_text_tokenizer(tokenizer: Tokenizer) -> MidText:
     """A copy of ``tokenizer`` that encodes a string as the tokenizer would inside a text: no space marker added
     at its start (the same tokenizer when it adds none)."""
     spec = json.loads(tokenizer.to_str())
@@ -47,7 +63,8 @@ def mid_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
         new = _drop_prefix(node)
         changed |= new != node
         spec[part] = new
-    return Tokenizer.from_str(json.dumps(spec)) if changed else tokenizer
+    one_space = "WhitespaceSplit" in json.dumps(json.loads(tokenizer.to_str()).get("pre_tokenizer")) and changed
+    return MidText(Tokenizer.from_str(json.dumps(spec)) if changed else tokenizer, one_space)
 
 
 def surface_ids(tokenizer: Tokenizer, surface: str, cache: dict[str, np.ndarray]) -> np.ndarray:

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 
 from prealign.arrays import join_offsets
 from prealign.codeswitch.phrases import PhraseIndex, find_phrases, merge_units, phrase_index
-from prealign.codeswitch.surface import mid_text_tokenizer, surface_ids
+from prealign.codeswitch.surface import MidText, mid_text_tokenizer, surface_ids
 from prealign.codeswitch.table import SwitchConfig, SwitchTable
 from prealign.codeswitch.words import Units, word_units
 from prealign.shards import IGNORE_INDEX
@@ -80,7 +80,7 @@ class WordCache:
     info: dict[int, WordInfo] = field(default_factory=dict)
     surfaces: dict[str, np.ndarray] = field(default_factory=dict)  # translation in a text -> token ids
     first_surfaces: dict[str, np.ndarray] = field(default_factory=dict)  # ... as a document's first word
-    mid_text: Tokenizer | None = None  # the tokenizer without its leading space marker (surface.py)
+    mid_text: MidText | None = None  # the tokenizer without its leading space marker (surface.py)
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     casings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
@@ -299,16 +299,21 @@ def _switch_encoded(
         picks = table.pick(entry[sw_units], u_pick)
         lang_switched = np.bincount(table.lang[picks], minlength=len(table.languages))
         casing = cache.casings[slot[sw_units]]
-        # the whitespace before each switched word in the text (its unit's first tokens may cover it)
-        prefix_from = units.tok_start[np.minimum(starts[sw_units], max(n_tok - 1, 0))].tolist()
+        # the whitespace before each switched word in the text: after the token before its unit (which may cover
+        # it, or not: a tokenizer that splits at whitespace puts it in no token), or the document's start
+        doc_first = starts[sw_units] == doc_off[unit_doc[sw_units]]
+        before = np.maximum(starts[sw_units] - 1, 0)
+        prefix_from = np.where(doc_first, units.doc_start[unit_doc[sw_units]], units.tok_end[before]).tolist()
         prefix_to = units.word_start[unit_word[sw_units]].tolist()
-        doc_first = (starts[sw_units] == doc_off[unit_doc[sw_units]]).tolist()
         if cache.mid_text is None:
             cache.mid_text = mid_text_tokenizer(tokenizer)
+        mid = cache.mid_text
         replacement = []
         previous = (-2, "")  # the last switched unit and its translation
         for k, (unit, t, c) in enumerate(zip(sw_units.tolist(), picks.tolist(), casing.tolist(), strict=True)):
             prefix = joined[prefix_from[k] : prefix_to[k]]
+            if prefix and mid.one_space:
+                prefix = " "
             word = apply_casing(table.translations[t], c)
             adjacent = unit == previous[0] + 1 and unit_doc[unit] == unit_doc[previous[0]]
             if adjacent and not prefix and needs_space(previous[1], word):
@@ -316,7 +321,7 @@ def _switch_encoded(
             if doc_first[k]:  # as the tokenizer encodes a document's start (a space marker added, if it adds one)
                 replacement.append(surface_ids(tokenizer, prefix + word, cache.first_surfaces))
             else:
-                replacement.append(surface_ids(cache.mid_text, prefix + word, cache.surfaces))
+                replacement.append(surface_ids(mid.tokenizer, prefix + word, cache.surfaces))
             previous = (unit, word)
     else:
         replacement = []

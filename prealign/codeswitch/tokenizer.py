@@ -1,5 +1,9 @@
 """Train, save, load and describe the byte-level BPE tokenizer that code-switched shards are made with.
 
+Any Hugging Face tokenizer loads: a ``tokenizer.json``, or a directory as transformers saves it, whose
+``tokenizer_config.json`` and ``special_tokens_map.json`` name its BOS, EOS and padding tokens
+(:func:`special_tokens`).
+
 Training input is streamed: text files a line at a time (plain, ``.gz`` or ``.zst``), JSON lines and Parquet
 a column (``text_column``) at a time; blank lines and blank values are skipped. The trained tokenizer is
 byte-level (every string round-trips exactly) with ``<|endoftext|>`` as id 0 and ``<|pad|>`` as id 1.
@@ -8,6 +12,7 @@ byte-level (every string round-trips exactly) with ``<|endoftext|>`` as id 0 and
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,3 +222,183 @@ def tokenizer_info(tok: Tokenizer) -> TokenizerInfo:
         eot_token=eot,
         pad_token=pad,
     )
+
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+NONE = "none"  # --bos none / --eos none
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The tokens a switch job puts around documents: BOS before each (when ``add_bos``), EOS after each when
+    packing (the separator; also without packing when ``add_eos``), and the padding token.
+
+    ``bos_from``/``eos_from`` say where each came from: ``"config"`` (the tokenizer directory's
+    ``tokenizer_config.json``/``special_tokens_map.json``), ``"option"`` (``--bos``/``--eos``), ``"name"`` (EOS:
+    the first of :data:`EOT_NAMES` among the added tokens), or None (no such token).
+    """
+
+    bos_token: str | None = None
+    bos_id: int | None = None
+    eos_token: str | None = None
+    eos_id: int | None = None
+    pad_token: str | None = None
+    pad_id: int | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+    bos_from: str | None = None
+    eos_from: str | None = None
+    config_files: tuple[str, ...] = ()
+
+    @property
+    def default(self) -> bool:
+        """True when the choice is what a plain ``tokenizer.json`` always gave (no config file, no option): no BOS,
+        EOS and padding found by name."""
+        return not self.config_files and "option" not in (self.bos_from, self.eos_from)
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's keys (``eot_id``/``eot_token``: the EOS, as before these existed)."""
+        return {
+            "eot_id": self.eos_id,
+            "eot_token": self.eos_token,
+            "pad_id": self.pad_id,
+            "pad_token": self.pad_token,
+            "bos_token": self.bos_token,
+            "bos_id": self.bos_id,
+            "eos_token": self.eos_token,
+            "eos_id": self.eos_id,
+            "add_bos": self.add_bos,
+            "add_eos": self.add_eos,
+            "bos_from": self.bos_from,
+            "eos_from": self.eos_from,
+            "config_files": list(self.config_files),
+        }
+
+
+def read_tokenizer_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The settings of a tokenizer directory as transformers saves it: ``tokenizer_config.json`` overridden by
+    ``special_tokens_map.json`` (as ``from_pretrained`` does), with the file each key came from; ({}, {}) for a
+    plain ``tokenizer.json`` or a directory without them. InputError naming the file: bad JSON, not an object."""
+    path = Path(path)
+    settings: dict[str, Any] = {}
+    sources: dict[str, Path] = {}
+    if not path.is_dir():
+        return settings, sources
+    for name in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(read_all_bytes(file).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read tokenizer config: {exc}", file) from None
+        if not isinstance(data, dict):
+            raise InputError(f"cannot read tokenizer config: a JSON object expected, got {type(data).__name__}", file)
+        for key, value in data.items():
+            if value is not None or key not in settings:
+                settings[key] = value
+                sources[key] = file
+    return settings, sources
+
+
+def _token_string(value: Any, key: str, file: Path) -> str | None:
+    """A special token as the config writes it: a string, an AddedToken dict (its ``content``) or null."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    if value is None or isinstance(value, str):
+        return value
+    raise InputError(f"{key} is {value!r}, not a token string", file)
+
+
+def _token_id(tok: Tokenizer, token: str, what: str, where: str | Path) -> int:
+    token_id = tok.token_to_id(token)
+    if token_id is None:
+        raise InputError(f"{what} {token!r} is not a token of the tokenizer", where)
+    return token_id
+
+
+def special_tokens(
+    tok: Tokenizer,
+    path: str | Path,
+    bos: str | None = None,
+    eos: str | None = None,
+    info: TokenizerInfo | None = None,
+) -> SpecialTokens:
+    """BOS, EOS and padding of the tokenizer at ``path`` (``tokenizer.json`` or its directory).
+
+    A directory's ``tokenizer_config.json``/``special_tokens_map.json`` give ``bos_token``, ``eos_token``,
+    ``pad_token`` and ``add_bos_token``/``add_eos_token`` (absent: false); without them EOS and padding are
+    found by name (:func:`tokenizer_info`) and there is no BOS. ``bos``/``eos`` (``--bos``/``--eos``) override:
+    a token of the tokenizer (``bos`` also turns BOS on), or ``"none"``. When the config names a ``bos_token``
+    but has no ``add_bos_token`` (Llama-3), BOS is on when the tokenizer's own post-processor puts that token
+    first (:func:`template_bos`). ``info``: :func:`tokenizer_info` of ``tok``, when already computed. InputError:
+    a config token or an option that is not a token of the tokenizer, a bad config file.
+    """
+    settings, sources = read_tokenizer_config(path)
+    info = info or tokenizer_info(tok)
+
+    def configured(key: str) -> tuple[str | None, int | None]:
+        token = _token_string(settings.get(key), key, sources.get(key, Path(path)))
+        if token is None:
+            return None, None
+        return token, _token_id(tok, token, key, sources[key])
+
+    def flag(key: str) -> bool:
+        value = settings.get(key, False)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise InputError(f"{key} is {value!r}, not true or false", sources[key])
+        return value
+
+    if eos is not None:
+        eos_token = None if eos == NONE else eos
+        eos_id = None if eos_token is None else _token_id(tok, eos_token, "--eos", tokenizer_file(path))
+        eos_from: str | None = "option"
+    else:
+        eos_token, eos_id = configured("eos_token")
+        eos_from = "config" if eos_token is not None else None
+        if eos_token is None and info.eot_token is not None:
+            eos_token, eos_id, eos_from = info.eot_token, info.eot_id, "name"
+    if bos is not None:
+        bos_token = None if bos == NONE else bos
+        bos_id = None if bos_token is None else _token_id(tok, bos_token, "--bos", tokenizer_file(path))
+        add_bos, bos_from = bos_token is not None, "option"
+    else:
+        bos_token, bos_id = configured("bos_token")
+        add_bos, bos_from = flag("add_bos_token"), "config" if bos_token is not None else None
+        if "add_bos_token" not in settings and bos_token is not None and template_bos(tok) == bos_token:
+            add_bos, bos_from = True, "post_processor"  # Llama-3: the config leaves it to tokenizer.json
+        if add_bos and bos_token is None:
+            raise InputError("add_bos_token is true but no bos_token is given", sources["add_bos_token"])
+    add_eos = flag("add_eos_token") and eos_id is not None
+    pad_token, pad_id = configured("pad_token")
+    if pad_token is None:
+        pad_token, pad_id = info.pad_token, info.pad_id
+    files = sorted({str(p.resolve()) for p in sources.values()})
+    return SpecialTokens(
+        bos_token, bos_id, eos_token, eos_id, pad_token, pad_id, add_bos, add_eos, bos_from, eos_from, tuple(files)
+    )
+
+
+def template_bos(tok: Tokenizer) -> str | None:
+    """The special token the tokenizer's ``TemplateProcessing`` post-processor puts before a single sequence
+    (what ``add_special_tokens=True`` would add first), or None."""
+    try:
+        processor = json.loads(tok.to_str()).get("post_processor")
+    except (ValueError, AttributeError):
+        return None
+    stack = [processor]
+    while stack:
+        p = stack.pop(0)
+        if not isinstance(p, dict):
+            continue
+        if p.get("type") == "Sequence":
+            stack.extend(p.get("processors") or [])
+        elif p.get("type") == "TemplateProcessing":
+            single = p.get("single") or []
+            first = single[0] if single and isinstance(single[0], dict) else {}
+            special = first.get("SpecialToken")
+            return special.get("id") if isinstance(special, dict) else None
+    return None

@@ -27,7 +27,8 @@ class Units:
     word in the batch's flat word list, or -1; ``word_doc``, ``word_index``: each word's document (batch-local)
     and number within its document; ``clean``: whether each word is switchable; ``word_start``, ``word_end``:
     each word's characters in the batch's documents joined by one separator character; ``tok_start``: each token's
-    first character in that layout.
+    first character in that layout, ``tok_end`` the character after its last; ``doc_start``: where each document
+    starts in it.
     """
 
     starts: np.ndarray
@@ -38,6 +39,8 @@ class Units:
     word_start: np.ndarray
     word_end: np.ndarray
     tok_start: np.ndarray
+    tok_end: np.ndarray
+    doc_start: np.ndarray
 
 
 def _flat_offsets(offsets: list[list[tuple[int, int]]], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,4 +98,4 @@ def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: Fl
     unit_word = np.full(len(starts), -1, dtype=np.int64)
     clean_words = np.flatnonzero(clean)
     unit_word[np.searchsorted(starts, first[clean_words])] = clean_words
-    return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end, tok_start)
+    return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end, tok_start, tok_end, base)

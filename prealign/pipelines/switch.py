@@ -39,7 +39,14 @@ from prealign.arrays import join_offsets
 from prealign.codeswitch.switch import Switched
 from prealign.codeswitch.table import DEFAULT_LANGUAGE, LANG_COLUMN, SwitchConfig, build_table, check_words
 from prealign.codeswitch.task import switch_task
-from prealign.codeswitch.tokenizer import iter_texts, load_tokenizer, tokenizer_file, tokenizer_info
+from prealign.codeswitch.tokenizer import (
+    SpecialTokens,
+    iter_texts,
+    load_tokenizer,
+    special_tokens,
+    tokenizer_file,
+    tokenizer_info,
+)
 from prealign.errors import DiskFull, InputError, disk_full_is_input_error
 from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
@@ -98,6 +105,9 @@ class SwitchJob:
     lang_weights: Mapping[str, float] | None = None
     lang: str | None = None  # the documents' language: chooses the segmenter (default: the lexicon's source side's)
     segmenter: str | None = None  # a segmenter named to override that choice
+    bos: str | None = None  # --bos: a token of the tokenizer, or "none" (default: the tokenizer directory's config)
+    eos: str | None = None  # --eos: likewise
+    allow_low_coverage: bool = False  # write the shards even when few words have an entry or most are unswitchable
 
     @property
     def lexicons(self) -> list[Path]:
@@ -167,12 +177,13 @@ def load_lexicons(paths: Sequence[Path], lang_weights: Mapping[str, float] | Non
 
 @dataclass
 class Packer:
-    """Turns switched documents into rows: packed into ``row_tokens`` with end-of-text between documents,
-    or one document per row."""
+    """Turns switched documents into rows: packed into ``row_tokens`` with EOS after each document (the separator),
+    or one document per row; BOS before each document when ``bos_id`` is set."""
 
     row_tokens: int | None  # None: one document per row
-    eot_id: int | None
+    eos_id: int | None  # after each document (None: nothing)
     pad_id: int
+    bos_id: int | None = None  # before each document (None: nothing)
     ids: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     switched: list[np.ndarray] = field(default_factory=list)
@@ -184,12 +195,12 @@ class Packer:
     def add(self, batch: Switched) -> Rows:
         """Add a batch of documents; return the rows completed by it."""
         if self.row_tokens is None:
-            rows = Rows(batch.input_ids, batch.labels, batch.switched, batch.offsets - batch.offsets[0])
+            rows = Rows(*_with_separators(batch, self.bos_id, self.eos_id))
             self.position += len(rows)
             drop = min(self.skip, len(rows))
             self.skip -= drop
             return rows.slice(drop, len(rows))
-        ids, lab, sw = _with_separators(batch, self.eot_id)
+        ids, lab, sw, _ = _with_separators(batch, self.bos_id, self.eos_id)
         self.position += len(ids)
         if self.skip:
             drop = min(self.skip, len(ids))
@@ -232,15 +243,26 @@ def _empty_rows() -> Rows:
     return Rows(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(1, np.int64))
 
 
-def _with_separators(batch: Switched, eot_id: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The documents back to back, each followed by end-of-text (labelled as itself)."""
-    if eot_id is None:
-        return batch.input_ids, batch.labels, batch.switched
-    ends = batch.offsets[1:] - batch.offsets[0]
+def _with_separators(
+    batch: Switched, bos_id: int | None, eos_id: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The documents back to back, each preceded by BOS and followed by EOS (each labelled as itself, never
+    switched; None: not there), and the documents' new offsets."""
+    offsets = batch.offsets - batch.offsets[0]
+    marks = [(offsets[:-1], bos_id), (offsets[1:], eos_id)]
+    marks = [(at, token) for at, token in marks if token is not None]
+    if not marks:
+        return batch.input_ids, batch.labels, batch.switched, offsets
+    n_docs = len(offsets) - 1
+    # per document: its BOS, then its EOS, so that equal positions (an EOS and the next BOS) stay in that order
+    at = np.stack([m[0] for m in marks], axis=1).reshape(-1)
+    values = np.tile(np.array([m[1] for m in marks], np.int32), n_docs)
+    new_offsets = offsets + np.arange(n_docs + 1, dtype=np.int64) * len(marks)
     return (
-        np.insert(batch.input_ids, ends, eot_id).astype(np.int32),
-        np.insert(batch.labels, ends, eot_id).astype(np.int32),
-        np.insert(batch.switched, ends, 0).astype(np.int8),
+        np.insert(batch.input_ids, at, values).astype(np.int32),
+        np.insert(batch.labels, at, values).astype(np.int32),
+        np.insert(batch.switched, at, 0).astype(np.int8),
+        new_offsets,
     )
 
 
@@ -312,9 +334,22 @@ class _Stream:
         return {"doc": self.next_doc, "skip": end - self.position, "position": end, "totals": dict(self.totals)}
 
 
-def _fingerprint(job: SwitchJob, tokenizer_sha: str, weights: Mapping[str, float], segmenter: SegmenterConfig) -> str:
+def _fingerprint(
+    job: SwitchJob,
+    tokenizer_sha: str,
+    weights: Mapping[str, float],
+    segmenter: SegmenterConfig,
+    specials: SpecialTokens | None = None,
+) -> str:
     shas = [file_sha256(p) for p in job.lexicons]
     described: dict[str, Any] = {} if all(w == 1.0 for w in weights.values()) else {"lang_weights": dict(weights)}
+    if specials is not None and not specials.default:  # BOS/EOS other than a plain tokenizer.json's (no BOS)
+        described["special_tokens"] = {
+            "bos": specials.bos_id if specials.add_bos else None,
+            "eos": specials.eos_id,
+            "add_eos": specials.add_eos,
+            "pad": specials.pad_id,
+        }
     described["segmenter"] = asdict(segmenter)
     return fingerprint(
         {
@@ -332,6 +367,40 @@ def _fingerprint(job: SwitchJob, tokenizer_sha: str, weights: Mapping[str, float
     )
 
 
+MIN_ENTRY_SHARE = 0.01  # below this share of words with a lexicon entry, a run stops (--allow-low-coverage)
+MAX_UNSWITCHABLE_SHARE = 0.5  # above this share of unswitchable words, likewise
+
+
+def coverage_problem(totals: Mapping[str, Any]) -> str | None:
+    """Why the run switches next to nothing (few words with a lexicon entry, most words unswitchable, no word
+    at all), or None; no documents is not a coverage problem (the empty-corpus error)."""
+    words, with_entry, unswitchable = totals["words"], totals["words_with_entry"], totals.get("words_unswitchable", 0)
+    if totals["documents"] == 0:
+        return None
+    if words == 0:
+        return f"the {totals['documents']:,} document(s) hold no word: is --lang/--segmenter right for them?"
+    if unswitchable > MAX_UNSWITCHABLE_SHARE * words:
+        return (
+            f"{unswitchable:,} ({100 * unswitchable / words:.1f}%) of {words:,} words are unswitchable (the "
+            "tokenizer's tokens straddle their boundaries): do the tokenizer and the segmenter (--lang, --segmenter) "
+            "fit the documents?"
+        )
+    if with_entry < MIN_ENTRY_SHARE * words:
+        share = "none" if with_entry == 0 else f"only {with_entry:,} ({100 * with_entry / words:.1f}%)"
+        return (
+            f"{share} of {words:,} words have a lexicon entry: is the lexicon's source language the corpus's? "
+            "(--lang, --segmenter)"
+        )
+    return None
+
+
+def check_coverage(totals: Mapping[str, Any], allowed: bool, where: Path) -> None:
+    """InputError saying why, when :func:`coverage_problem` finds one and --allow-low-coverage was not given."""
+    problem = coverage_problem(totals)
+    if problem and not allowed:
+        raise InputError(f"{problem}; pass --allow-low-coverage to write the shards anyway", where)
+
+
 def _committing(work_path: Path, job_fingerprint: str) -> bool:
     """True when ``work_path`` holds this job's work and the job was moving its shards into place."""
     events = read_journal(work_path)
@@ -345,15 +414,16 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     _check_job(job)
     tokenizer = load_tokenizer(job.tokenizer)
     info = tokenizer_info(tokenizer)
+    specials = special_tokens(tokenizer, job.tokenizer, job.bos, job.eos, info)
     lex = load_lexicons(job.lexicons, job.lang_weights)
     segmenter = document_segmenter(job, lex)
     table = build_table(lex.rows, job.config, lex.weights)
     if len(table) == 0:
         raise InputError("no lexicon entry left after the filters (--min-prob, --min-count)", job.lexicons[0])
-    if job.pack and info.eot_id is None:
-        raise InputError("the tokenizer has no end-of-text token to separate packed documents", job.tokenizer)
-    pad_id = info.pad_id if info.pad_id is not None else (info.eot_id if info.eot_id is not None else 0)
-    job_fingerprint = _fingerprint(job, info.sha256, lex.weights, segmenter)
+    if job.pack and specials.eos_id is None:
+        why = "--eos none" if specials.eos_from == "option" else "the tokenizer has no end-of-text token"
+        raise InputError(f"{why}: packed documents need a separator (pass --eos TOKEN, or --no-pack)", job.tokenizer)
+    job_fingerprint = _fingerprint(job, info.sha256, lex.weights, segmenter, specials)
     work = WorkDir(job.output / WORK, job_fingerprint, names=(SHARD_GLOB, MANIFEST, CARD))
     if not job.overwrite and _finished(job.output, job_fingerprint):
         work.remove()  # what a kill after the manifest was moved into place left: the job's own files go
@@ -364,7 +434,7 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
     try:
         with disk_full_is_input_error(job.output), work.kept_unless_bad_input():  # a full disk keeps the work
             run = (table, lex, segmenter, job_fingerprint)
-            manifest = _run(job, work, tokenizer_file(job.tokenizer), info, pad_id, *run)
+            manifest = _run(job, work, tokenizer_file(job.tokenizer), info, specials, *run)
     except InputError as exc:
         if created and not isinstance(exc, WorkDirBusy | DiskFull):
             shutil.rmtree(job.output, ignore_errors=True)
@@ -400,7 +470,12 @@ def switch_report(manifest: dict[str, Any], output: Path) -> str:
 
     if manifest.get("already_done"):
         return f"switch: already done (same inputs and options; shards checked) -> {output}"
-    return switch_summary(manifest, output)
+    summary = switch_summary(manifest, output)
+    if manifest.get("coverage_warning"):
+        summary += (
+            f"\nWARNING: LOW COVERAGE, shards written anyway (--allow-low-coverage): {manifest['coverage_warning']}"
+        )
+    return summary
 
 
 def _finished(output: Path, job_fingerprint: str) -> bool:
@@ -430,7 +505,7 @@ def _run(
     work: WorkDir,
     tok_path: Path,
     info,
-    pad_id: int,
+    specials: SpecialTokens,
     table,
     lex: SwitchLexicon,
     segmenter: SegmenterConfig,
@@ -438,7 +513,10 @@ def _run(
 ) -> dict:
     """Switch what is left to switch into ``work``, then move the shards into place (see the module doc)."""
     shards = [e["shard"] for e in work.all("shard")]
-    packer = Packer(job.seq_len + 1 if job.pack else None, info.eot_id, pad_id)
+    pad_id = next((i for i in (specials.pad_id, specials.eos_id) if i is not None), 0)
+    eos_id = specials.eos_id if job.pack or specials.add_eos else None
+    bos_id = specials.bos_id if specials.add_bos else None
+    packer = Packer(job.seq_len + 1 if job.pack else None, eos_id, pad_id, bos_id)
     done = work.last("done")
     if done is None:
         last = work.last("shard")
@@ -455,6 +533,7 @@ def _run(
             faults.reached("switch-shard")
 
         pending: list[Rows] = []
+        checked = False
         bar = Progress(job.progress)
         with executor_for(job.ray_address, job.workers) as ex:
             tok_key = (str(tok_path.resolve()), info.sha256)
@@ -464,9 +543,13 @@ def _run(
             for result in bar.iterate_bytes(_ordered(ex, switch_task, args), "switch", job.corpus, unit="batch"):
                 pending.append(packer.add(result))
                 stream.add(result, packer.position)
+                if not checked:  # a hopeless run stops on its first batch, before any shard is written
+                    check_coverage(stream.totals, job.allow_low_coverage, job.corpus[0])
+                    checked = True
                 _flush(pending, work.path, len(shards), job.shard_rows, finished, final=False)
         if stream.totals["documents"] == 0:
             raise InputError("empty corpus: no non-blank document", job.corpus[0])
+        check_coverage(stream.totals, job.allow_low_coverage, job.corpus[0])
         pending.append(packer.finish())
         last_shards: list[dict[str, Any]] = []  # journaled with "done": a half-recorded end is done again
         _flush(pending, work.path, len(shards), job.shard_rows, last_shards.append, final=True)
@@ -474,7 +557,7 @@ def _run(
         work.record(done)
     shards += done["done"]["shards"]
     end = done["done"]
-    manifest = _manifest(job, info, lex, end["totals"], shards, packer.row_tokens, end["padding"])
+    manifest = _manifest(job, info, specials, lex, end["totals"], shards, packer.row_tokens, end["padding"])
     manifest["segmenter"] = asdict(segmenter)
     manifest["job_fingerprint"] = job_fingerprint
     _commit(job, work, shards, manifest)
@@ -605,7 +688,7 @@ def _languages(lex: SwitchLexicon, totals: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _manifest(job, info, lex: SwitchLexicon, totals, shards, row_tokens, padding) -> dict[str, Any]:
+def _manifest(job, info, specials: SpecialTokens, lex: SwitchLexicon, totals, shards, row_tokens, padding):
     tokens = sum(s["tokens"] for s in shards)
     with_entry = totals["words_with_entry"]
     languages = _languages(lex, totals)
@@ -615,7 +698,7 @@ def _manifest(job, info, lex: SwitchLexicon, totals, shards, row_tokens, padding
         "format": "arrow-ipc-stream",
         "tool": "prealign-data",
         "version": __version__,
-        "tokenizer": {"path": str(tokenizer_file(job.tokenizer).resolve()), **info.to_dict()},
+        "tokenizer": {"path": str(tokenizer_file(job.tokenizer).resolve()), **info.to_dict(), **specials.record()},
         "lexicon": _lexicon_record(job, lex),
         "inputs": [str(p) for p in job.corpus],
         "ratio": job.config.ratio,
@@ -639,5 +722,7 @@ def _manifest(job, info, lex: SwitchLexicon, totals, shards, row_tokens, padding
             "switched_per_word": totals["words_switched"] / totals["words"] if totals["words"] else 0.0,
         },
         "languages": languages,
+        "allow_low_coverage": job.allow_low_coverage,
+        "coverage_warning": coverage_problem(totals),
         "shards": shards,
     }
