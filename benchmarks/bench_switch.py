@@ -1,6 +1,6 @@
 """Throughput of `switch` (end to end, shards written) beside raw `Tokenizer.encode_batch` in the same run.
 
-    python benchmarks/bench_switch.py [--data ../shared/data] [--work .bench/switch]
+    python benchmarks/bench_switch.py [--data ../shared/data] [--work .bench/switch] [--tokenizer FAMILY|all]
 
 Setup (cached in --work): a byte-level BPE of 16,000 tokens trained on the Brown corpus plus the French side of
 Tatoeba, and an en-fr lexicon extracted from the first 30,000 Tatoeba pairs (a few thousand source words).
@@ -14,6 +14,12 @@ Then, on ../shared/data/mono/brown.en.txt (one document a line), with ratio 0.05
 Each switch job runs twice: "cold" pays once-per-process costs (the worker's imports and tokenizer load, and
 describing each distinct word once for the word cache: 54k words in Brown), "warm" is the steady state of a
 long job. Each figure is tokens written per second, and its ratio to the matching raw figure.
+
+``--tokenizer FAMILY`` (one of tests/tokenizer_families.py's FAMILIES, or ``all``) measures the same for that
+family's tokenizer instead, trained by that file's builder on the same text (Brown + Tatoeba French, 16,000
+tokens) and cached in --work/families/FAMILY/tokenizer.json, with a fresh Ray per family (so "cold" on Ray is a
+new worker), and also runs switch in-process at --ratio 0.3; it prints, per family, the speed table and the
+manifests' counts (words, with an entry, switched, unswitchable, realised rate) at 0.05 and 0.3.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FAMILY_VOCAB = 16000
+FAMILY_NAMES = (  # tests/tokenizer_families.py's FAMILIES
+    "byte_level_gpt2", "byte_level_llama3", "byte_level_qwen2", "sentencepiece_llama2", "metaspace",
+    "wordpiece_bert", "unigram_t5", "unigram_hf",
+)  # fmt: skip
 
 
 def setup(data: Path, work: Path) -> tuple[Path, Path]:
@@ -38,9 +49,10 @@ def setup(data: Path, work: Path) -> tuple[Path, Path]:
     work.mkdir(parents=True, exist_ok=True)
     tok_path, lex_path = work / "tokenizer.json", work / "lexicon.parquet"
     pairs = (data / "parallel/tatoeba.en-fr.tsv").read_text("utf-8").splitlines()
-    if not tok_path.exists():
-        french = work / "tatoeba.fr.txt"
+    french = work / "tatoeba.fr.txt"
+    if not french.exists():
         french.write_text("\n".join(p.split("\t")[1] for p in pairs) + "\n", encoding="utf-8")
+    if not tok_path.exists():
         save_tokenizer(train_tokenizer([data / "mono/brown.en.txt", french], 16000), tok_path)
     if not lex_path.exists():
         sample = work / "tatoeba.30k.tsv"
@@ -58,6 +70,25 @@ def setup(data: Path, work: Path) -> tuple[Path, Path]:
         )
         extract_lexicon(job)
     return tok_path, lex_path
+
+
+def family_tokenizer_path(name: str, data: Path, work: Path) -> Path:
+    """The family's tokenizer trained on Brown + Tatoeba French (the byte-level one's text), built once."""
+    path = work / "families" / name / "tokenizer.json"
+    if not path.exists():
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tokenizer_families import FAMILIES
+
+        assert tuple(FAMILIES) == FAMILY_NAMES, "FAMILY_NAMES is out of date"
+        texts = (data / "mono/brown.en.txt").read_text("utf-8").splitlines()
+        texts += (work / "tatoeba.fr.txt").read_text("utf-8").splitlines()
+        start = time.perf_counter()
+        tok = FAMILIES[name]([t for t in texts if t.strip()], FAMILY_VOCAB)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+        print(f"{name}: trained {tok.get_vocab_size():,} tokens in {time.perf_counter() - start:.1f} s", flush=True)
+    return path
 
 
 def raw_speed(tok_path: Path, corpus: Path, parallel: bool) -> tuple[float, int]:
@@ -78,27 +109,90 @@ def raw_speed(tok_path: Path, corpus: Path, parallel: bool) -> tuple[float, int]
     return int(tokens) / float(seconds), int(tokens)
 
 
-def run_switch(tok_path: Path, lex_path: Path, corpus: Path, out: Path, workers: int) -> tuple[float, dict]:
+def run_switch(
+    tok_path: Path, lex_path: Path, corpus: Path, out: Path, workers: int, ratio: float = 0.05
+) -> tuple[float, dict]:
     from prealign.codeswitch.table import SwitchConfig
     from prealign.pipelines.switch import SwitchJob, switch_corpus
 
     shutil.rmtree(out, ignore_errors=True)
-    job = SwitchJob([corpus], lex_path, tok_path, out, SwitchConfig(ratio=0.05), workers=workers, progress=False)
+    job = SwitchJob([corpus], lex_path, tok_path, out, SwitchConfig(ratio=ratio), workers=workers, progress=False)
     start = time.perf_counter()
     manifest = switch_corpus(job)
     return time.perf_counter() - start, manifest
+
+
+def speeds(tok_path: Path, lex_path: Path, corpus: Path, work: Path) -> tuple[dict, dict]:
+    """Raw encode_batch (threads on / 1 thread) and switch in-process and on 1 Ray worker, cold and warm, at
+    ratio 0.05: run name -> tokens/s, and the in-process manifest."""
+    from prealign.pipelines.ray_runtime import ray_session
+
+    out = {"raw, threads on": raw_speed(tok_path, corpus, parallel=True)[0]}
+    out["raw, 1 thread"] = raw_speed(tok_path, corpus, parallel=False)[0]
+    for run in ("cold", "warm"):
+        seconds, manifest = run_switch(tok_path, lex_path, corpus, work / "out0", workers=0)
+        out[f"in-process, {run}"] = manifest["totals"]["tokens"] / seconds
+    with ray_session(None, 1):
+        for run in ("cold", "warm"):
+            seconds, ray_manifest = run_switch(tok_path, lex_path, corpus, work / "out1", workers=1)
+            out[f"Ray 1 worker, {run}"] = ray_manifest["totals"]["tokens"] / seconds
+    return out, manifest
+
+
+def counts(manifest: dict) -> str:
+    t = manifest["totals"]
+    return (
+        f"{t['words']:,} | {t['words_with_entry']:,} | {t['words_switched']:,} | {t['words_unswitchable']:,} | "
+        f"{manifest['rates']['switched_per_word_with_entry']:.4f}"
+    )
+
+
+def families_main(names: list[str], data: Path, work: Path, corpus: Path, lex_path: Path) -> int:
+    """Per family: speed beside its raw encode_batch at 0.05, counts at 0.05 and 0.3; two markdown tables."""
+    speed_rows, count_rows = [], []
+    for name in names:
+        tok_path = family_tokenizer_path(name, data, work)
+        fam_work = work / "families" / name
+        s, m05 = speeds(tok_path, lex_path, corpus, fam_work)
+        _, m30 = run_switch(tok_path, lex_path, corpus, fam_work / "out0", workers=0, ratio=0.3)
+        par, one = s["raw, threads on"], s["raw, 1 thread"]
+        speed_rows.append(
+            f"| {name} | {m05['tokenizer']['vocab_size']:,} | {m05['totals']['tokens'] / 1e6:.2f} | "
+            f"{par / 1e6:.3f} | {one / 1e6:.3f} | "
+            + " | ".join(
+                f"{s[k] / 1e6:.3f} ({s[k] / (par if k.startswith('in') else one):.2f}x)"
+                for k in ("in-process, cold", "in-process, warm", "Ray 1 worker, cold", "Ray 1 worker, warm")
+            )
+            + " |"
+        )
+        for ratio, manifest in ((0.05, m05), (0.3, m30)):
+            count_rows.append(f"| {name} | {ratio} | {counts(manifest)} |")
+        print(speed_rows[-1], *count_rows[-2:], sep="\n", flush=True)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; M tokens/s (x raw)\n")
+    print(
+        "| tokenizer | vocab | M tokens written | raw, threads on | raw, 1 thread | in-process, cold | "
+        "in-process, warm | 1 Ray worker, cold | 1 Ray worker, warm |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", *speed_rows, sep="\n")
+    print("\n| tokenizer | ratio | words | with an entry | switched | unswitchable | realised rate |")
+    print("|---|---:|---:|---:|---:|---:|---:|", *count_rows, sep="\n")
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--work", type=Path, default=ROOT / ".bench" / "switch")
+    ap.add_argument("--tokenizer", choices=[*FAMILY_NAMES, "all"], help="a tokenizer family (tests/), or all")
     args = ap.parse_args()
     corpus = args.data / "mono/brown.en.txt"
     if not corpus.exists():
         print(f"no data at {args.data}: pass --data", file=sys.stderr)
         return 2
     tok_path, lex_path = setup(args.data, args.work)
+    if args.tokenizer:
+        names = list(FAMILY_NAMES) if args.tokenizer == "all" else [args.tokenizer]
+        return families_main(names, args.data, args.work, corpus, lex_path)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     raw_par, tokens = raw_speed(tok_path, corpus, parallel=True)
     raw_one, _ = raw_speed(tok_path, corpus, parallel=False)

@@ -61,9 +61,13 @@ def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: Fl
     word_start, word_end = spans.start, spans.end
     word_doc = np.repeat(np.arange(n_docs, dtype=np.int64), spans.counts)
 
-    # tokens over each word: from the first token ending after its start to the last starting before its end
-    first = np.searchsorted(tok_end, word_start, side="right")
-    last = np.searchsorted(tok_start, word_end, side="left") - 1
+    # tokens over each word: from the first token ending after its start to the last starting before its end,
+    # counted per character position (one pass over the batch's characters instead of binary searches)
+    n_chars = int(base[-1]) + len(texts[-1]) + 1 if n_docs else 1
+    ends_by = np.cumsum(np.bincount(tok_end, minlength=n_chars + 1))  # tokens ending at or before each position
+    starts_before = np.r_[0, np.cumsum(np.bincount(tok_start, minlength=n_chars + 1))]  # starting before it
+    first = ends_by[word_start]
+    last = starts_before[word_end] - 1
     covered = first <= last
 
     # switchable: covered by whole tokens that reach neither the previous word nor the next one (nor, for a
@@ -75,7 +79,7 @@ def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: Fl
     next_start[:-1][same_doc] = word_start[1:][same_doc]
     # the whitespace-only tokens between the previous word and this one belong to this word's unit, so that a
     # translation is tokenised with its leading space as the tokenizer would tokenise the switched text
-    first = np.where(covered, np.minimum(first, np.searchsorted(tok_start, prev_end, side="left")), first)
+    first = np.where(covered, np.minimum(first, starts_before[prev_end]), first)
     safe_first, safe_last = np.minimum(first, max(n_tok - 1, 0)), np.clip(last, 0, max(n_tok - 1, 0))
     clean = covered.copy()
     if n_tok:
@@ -97,5 +101,5 @@ def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: Fl
     starts = np.flatnonzero(new)
     unit_word = np.full(len(starts), -1, dtype=np.int64)
     clean_words = np.flatnonzero(clean)
-    unit_word[np.searchsorted(starts, first[clean_words])] = clean_words
+    unit_word[(np.cumsum(new) - 1)[first[clean_words]]] = clean_words
     return Units(starts, unit_word, word_doc, word_index, clean, word_start, word_end, tok_start, tok_end, base)
