@@ -137,7 +137,7 @@ WRITTEN = {
     ],
 }
 PACKAGES = {"jieba": ("jieba",), "sudachi": ("sudachipy", "sudachidict-core"), "pythainlp": ("pythainlp",)}
-NAMES = {"default": "tokenizers pre-tokenizer", "jieba": "jieba", "sudachi": "sudachipy mode C"}
+NAMES = {"default": "default (numpy character classes)", "jieba": "jieba", "sudachi": "sudachipy mode C"}
 NAMES["pythainlp"] = "pythainlp newmm"
 
 
