@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import json
 import os
 import socket
 import time
@@ -218,3 +219,48 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def shard_rows(out: Path) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Every row of a shard directory, in order: input_ids, labels and switched, as lists."""
+    from prealign.shards import MANIFEST, read_rows
+
+    manifest = json.loads((out / MANIFEST).read_text("utf-8"))
+    ids, labels, switched = [], [], []
+    for entry in manifest["shards"]:
+        rows = read_rows(out / entry["file"], entry["rows"])
+        for r in range(len(rows)):
+            lo, hi = rows.offsets[r], rows.offsets[r + 1]
+            ids.append(rows.input_ids[lo:hi].tolist())
+            labels.append(rows.labels[lo:hi].tolist())
+            switched.append(rows.switched[lo:hi].tolist())
+    return ids, labels, switched
+
+
+def lexicon_frame(rows: list[tuple[str, str, float, float]], count: int = 10) -> Any:
+    """A lexicon of (src, tgt, p(tgt|src), score) rows with the exact columns and dtypes of LEXICON_SCHEMA."""
+    import polars as pl
+
+    from prealign.lexicon.score import LEXICON_SCHEMA
+
+    return pl.DataFrame(
+        {
+            "src": [r[0] for r in rows],
+            "tgt": [r[1] for r in rows],
+            "count": [count] * len(rows),
+            "p_tgt_given_src": [r[2] for r in rows],
+            "p_src_given_tgt": [0.5] * len(rows),
+            "score": [r[3] for r in rows],
+        },
+        schema=LEXICON_SCHEMA,
+    )
+
+
+def one_error_line(result: Result, *needles: str) -> str:
+    """The one line ``error: ...`` a command printed on stderr with exit code 2, checked to hold each needle."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import lexicon_frame
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 import prealign.codeswitch.switch as switch_module
 from prealign.codeswitch.switch import Switched, WordCache, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import train_tokenizer
-from prealign.lexicon.score import LEXICON_SCHEMA
 
 IGNORE = -100
 
@@ -42,19 +42,7 @@ TOP = {  # the best-scored translation of each source word
 NO_ENTRY = ["the", "sat", "by", "an", "on", "a", "near", "is", "and", "big"]
 
 
-def lexicon(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
-    """A lexicon with the exact columns and dtypes of LEXICON_SCHEMA."""
-    return pl.DataFrame(
-        {
-            "src": [r[0] for r in rows],
-            "tgt": [r[1] for r in rows],
-            "count": [10] * len(rows),
-            "p_tgt_given_src": [r[2] for r in rows],
-            "p_src_given_tgt": [0.5] * len(rows),
-            "score": [r[3] for r in rows],
-        },
-        schema=LEXICON_SCHEMA,
-    )
+lexicon = lexicon_frame
 
 
 def hand_tokenizer() -> Tokenizer:

@@ -8,13 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
+import conftest
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import Result
-from conftest import cli, files_in
+from conftest import cli, files_in, one_error_line, shard_rows
 from tokenizers import Tokenizer
 
 import prealign.pipelines.switch as switch_pipeline
@@ -22,9 +23,8 @@ from prealign.codeswitch.switch import Switched, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import load_tokenizer, save_tokenizer, tokenizer_info, train_tokenizer
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.lexicon.score import LEXICON_SCHEMA
 from prealign.pipelines.switch import SwitchJob, switch_corpus
-from prealign.shards import CARD, MANIFEST, SCHEMA, SCHEMA_VERSION, read_rows, read_shard
+from prealign.shards import CARD, MANIFEST, SCHEMA, SCHEMA_VERSION, read_shard
 
 IGNORE = -100
 LEXICON_ROWS = [  # src, tgt, p(tgt|src), score
@@ -56,17 +56,7 @@ def sentences(n: int, seed: int, vocab: list[str] = ENGLISH) -> list[str]:
 
 
 def lexicon_frame(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "src": [r[0] for r in rows],
-            "tgt": [r[1] for r in rows],
-            "count": [7] * len(rows),
-            "p_tgt_given_src": [r[2] for r in rows],
-            "p_src_given_tgt": [0.5] * len(rows),
-            "score": [r[3] for r in rows],
-        },
-        schema=LEXICON_SCHEMA,
-    )
+    return conftest.lexicon_frame(rows, count=7)
 
 
 class Assets:
@@ -92,15 +82,6 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(tmp_path_factory.mktemp("switch-assets"))
 
 
-def one_error_line(result: Result, *needles: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def switch_args(assets: Assets, out: Path, *extra: object, corpus: Path | None = None) -> list[object]:
     return [
         "switch", corpus or assets.corpus, "--lexicon", assets.lexicon, "--tokenizer", assets.tokenizer,
@@ -118,19 +99,6 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     if not directory.exists():
         return {}
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def all_rows(out: Path) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    manifest = json.loads((out / MANIFEST).read_text("utf-8"))
-    ids, labels, switched = [], [], []
-    for entry in manifest["shards"]:
-        rows = read_rows(out / entry["file"], entry["rows"])
-        for r in range(len(rows)):
-            lo, hi = rows.offsets[r], rows.offsets[r + 1]
-            ids.append(rows.input_ids[lo:hi].tolist())
-            labels.append(rows.labels[lo:hi].tolist())
-            switched.append(rows.switched[lo:hi].tolist())
-    return ids, labels, switched
 
 
 # --- a packed run through the command line -----------------------------------------------------------------------
@@ -187,7 +155,7 @@ def test_manifest(assets: Assets, packed: tuple[Path, Result]) -> None:
 
 def test_packed_rows_are_the_documents_back_to_back(assets: Assets, packed: tuple[Path, Result]) -> None:
     out, _ = packed
-    ids, labels, switched = all_rows(out)
+    ids, labels, switched = shard_rows(out)
     assert all(len(r) == SEQ_LEN + 1 for r in ids + labels + switched)
     exp = expected(assets, assets.docs, ratio=0.4, seed=5)
     want_ids, want_labels, want_sw = [], [], []
@@ -223,7 +191,7 @@ def test_no_pack_gives_one_row_per_document(assets: Assets, tmp_path: Path) -> N
     assert manifest["totals"]["rows"] == manifest["totals"]["documents"] == len(assets.docs)
     assert manifest["totals"]["padding_tokens"] == 0
     assert [s["rows"] for s in manifest["shards"]] == [50, 50, 20]
-    ids, labels, switched = all_rows(out)
+    ids, labels, switched = shard_rows(out)
     exp = expected(assets, assets.docs, ratio=0.4, seed=5)
     for d in range(len(assets.docs)):
         lo, hi = exp.offsets[d], exp.offsets[d + 1]
@@ -239,13 +207,13 @@ def test_switched_labels_and_ratio_bounds(assets: Assets, tmp_path: Path) -> Non
     assert manifest["labels"] == "switched" and manifest["choice"] == "top"
     assert manifest["totals"]["words_switched"] == manifest["totals"]["words_with_entry"] > 0
     assert manifest["rates"]["switched_per_word_with_entry"] == 1.0
-    ids, labels, _ = all_rows(tmp_path / "one")
+    ids, labels, _ = shard_rows(tmp_path / "one")
     flat_ids, flat_labels = sum(ids, []), sum(labels, [])
     n_pad = manifest["totals"]["padding_tokens"]
     assert flat_labels[: len(flat_labels) - n_pad] == flat_ids[: len(flat_ids) - n_pad]
 
     cli(*switch_args(assets, tmp_path / "zero", "--ratio", 0, "--no-pack"))
-    ids, labels, switched = all_rows(tmp_path / "zero")
+    ids, labels, switched = shard_rows(tmp_path / "zero")
     assert ids == [e.ids for e in assets.tok.encode_batch(assets.docs, add_special_tokens=False)]
     assert labels == ids and not any(sum(switched, []))
 
@@ -289,7 +257,7 @@ def test_same_bytes_for_any_number_of_workers_and_batch_size(
     docs = sentences(170, 20) + sentences(130, 21)
     exp = expected(assets, docs, ratio=0.3, seed=11)
     assert reference["totals"]["words_switched"] == exp.words_switched
-    ids, _, _ = all_rows(tmp_path / "workers-2")
+    ids, _, _ = shard_rows(tmp_path / "workers-2")
     stream = [i for d in range(len(docs)) for i in [*exp.input_ids[exp.offsets[d] : exp.offsets[d + 1]].tolist(), 0]]
     assert sum(ids, [])[: len(stream)] == stream
 
@@ -308,7 +276,7 @@ def test_jobs_with_different_lexicons_in_one_process(assets: Assets, tmp_path: P
         out = tmp_path / name
         cli("switch", corpus, "--lexicon", lexicon, "--tokenizer", tokenizer, "-o", out, "--ratio", 1,
             "--no-pack", "--workers", 0, "-q")  # fmt: skip
-        ids, _, _ = all_rows(out)
+        ids, _, _ = shard_rows(out)
         texts[name] = assets.tok.decode(ids[0])
     assert texts == {"dog": "the cat and the chien", "both": "the chat and the chien", "dog-again": texts["dog"]}
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from click.testing import Result
-from conftest import cli
+from conftest import cli, one_error_line, shard_rows
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 import prealign.pipelines.switch as switch_pipeline
@@ -20,7 +19,7 @@ from prealign.codeswitch.tokenizer import special_tokens, train_tokenizer
 from prealign.errors import InputError
 from prealign.lexicon.lexicon_io import write_lexicon
 from prealign.lexicon.score import LEXICON_SCHEMA
-from prealign.shards import MANIFEST, read_rows
+from prealign.shards import MANIFEST
 
 IGNORE = -100
 UNK, BOS, EOS = 0, 1, 2
@@ -117,19 +116,6 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(tmp_path_factory.mktemp("tokenizer-dir"))
 
 
-def rows_of(out: Path) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    manifest = json.loads((out / MANIFEST).read_text("utf-8"))
-    ids, labels, switched = [], [], []
-    for entry in manifest["shards"]:
-        rows = read_rows(out / entry["file"], entry["rows"])
-        for r in range(len(rows)):
-            lo, hi = rows.offsets[r], rows.offsets[r + 1]
-            ids.append(rows.input_ids[lo:hi].tolist())
-            labels.append(rows.labels[lo:hi].tolist())
-            switched.append(rows.switched[lo:hi].tolist())
-    return ids, labels, switched
-
-
 def stream(exp: Switched, bos: int | None, eos: int | None) -> tuple[list[int], list[int], list[int]]:
     """The documents back to back, each wrapped in ``bos``/``eos`` (labelled as themselves, never switched)."""
     ids: list[int] = []
@@ -144,22 +130,13 @@ def stream(exp: Switched, bos: int | None, eos: int | None) -> tuple[list[int], 
     return ids, labels, switched
 
 
-def one_error_line(result: Result, *needles: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 # --- BOS/EOS from the directory's config ------------------------------------------------------------------------
 
 
 def test_packed_rows_follow_the_config(assets: Assets, tmp_path: Path) -> None:
     out = tmp_path / "shards"
     cli(*assets.args(out))
-    ids, labels, switched = rows_of(out)
+    ids, labels, switched = shard_rows(out)
     assert all(len(r) == SEQ_LEN + 1 for r in ids)
     exp = assets.expected()
     assert exp.words_switched > 0
@@ -191,7 +168,7 @@ def test_packed_rows_follow_the_config(assets: Assets, tmp_path: Path) -> None:
 def test_one_document_per_row_starts_with_bos(assets: Assets, tmp_path: Path) -> None:
     out = tmp_path / "rows"
     cli(*assets.args(out, "--no-pack"))
-    ids, labels, switched = rows_of(out)
+    ids, labels, switched = shard_rows(out)
     exp = assets.expected()
     assert len(ids) == len(assets.docs)
     for d in range(len(assets.docs)):
@@ -205,7 +182,7 @@ def test_add_eos_token_ends_each_row_without_packing(assets: Assets, tmp_path: P
     tokenizer = write_dir(tmp_path / "tok", assets.tok, {**LLAMA_CONFIG, "add_eos_token": True}, LLAMA_MAP)
     out = tmp_path / "rows"
     cli(*assets.args(out, "--no-pack", tokenizer=tokenizer))
-    ids, _, _ = rows_of(out)
+    ids, _, _ = shard_rows(out)
     exp = assets.expected()
     assert ids[1] == [BOS, *exp.input_ids[exp.offsets[1] : exp.offsets[2]].tolist(), EOS]
     assert json.loads((out / MANIFEST).read_text("utf-8"))["tokenizer"]["add_eos"] is True
@@ -214,7 +191,7 @@ def test_add_eos_token_ends_each_row_without_packing(assets: Assets, tmp_path: P
 def test_options_override_the_config(assets: Assets, tmp_path: Path) -> None:
     out = tmp_path / "shards"
     cli(*assets.args(out, "--bos", "none", "--eos", "<unk>"))
-    ids, labels, _ = rows_of(out)
+    ids, labels, _ = shard_rows(out)
     want = stream(assets.expected(), None, UNK)
     flat_ids, flat_labels = sum(ids, []), sum(labels, [])
     assert flat_ids[: len(want[0])] == want[0] and flat_labels[: len(want[1])] == want[1]
@@ -237,13 +214,13 @@ def test_bos_option_on_a_plain_tokenizer_json(assets: Assets, tmp_path: Path) ->
     assert (tok["add_bos"], tok["bos_from"], tok["eos_id"], tok["eos_from"], tok["config_files"]) == (
         False, None, EOS, "name", [],
     )  # fmt: skip
-    assert sum(rows_of(out)[0], [])[:1] != [BOS]
+    assert sum(shard_rows(out)[0], [])[:1] != [BOS]
     out = tmp_path / "bos"
     cli(*assets.args(out, "--bos", "<s>", tokenizer=plain))
     tok = json.loads((out / MANIFEST).read_text("utf-8"))["tokenizer"]
     assert (tok["bos_id"], tok["add_bos"], tok["bos_from"]) == (BOS, True, "option")
     want = stream(assets.expected(), BOS, EOS)[0]
-    assert sum(rows_of(out)[0], [])[: len(want)] == want
+    assert sum(shard_rows(out)[0], [])[: len(want)] == want
 
 
 def test_llama3_layout_takes_bos_from_the_post_processor(assets: Assets, tmp_path: Path) -> None:

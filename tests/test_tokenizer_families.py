@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import pytest
+from conftest import lexicon_frame
 from tokenizer_families import BYTE_LEVEL, EOT, FAMILIES, LEXICON_ROWS, english_documents, family_tokenizer
 from tokenizers import Tokenizer
 
 from prealign.codeswitch.switch import Switched, apply_casing, switch_batch, uniforms
 from prealign.codeswitch.table import SwitchConfig, SwitchTable, build_table
 from prealign.codeswitch.tokenizer import tokenizer_info
-from prealign.lexicon.score import LEXICON_SCHEMA
 from prealign.text import Segmenter, is_word, join_words, segmenter_config
 
 pytest.importorskip("sentencepiece", reason="the SentencePiece families train a real SentencePiece model")
@@ -40,18 +40,7 @@ NAMES = list(FAMILIES)
 
 def lexicon() -> pl.DataFrame:
     """The en->fr lexicon of tokenizer_families.LEXICON_ROWS, with the exact columns of LEXICON_SCHEMA."""
-    rows = LEXICON_ROWS
-    return pl.DataFrame(
-        {
-            "src": [r[0] for r in rows],
-            "tgt": [r[1] for r in rows],
-            "count": [10] * len(rows),
-            "p_tgt_given_src": [r[2] for r in rows],
-            "p_src_given_tgt": [0.5] * len(rows),
-            "score": [r[3] for r in rows],
-        },
-        schema=LEXICON_SCHEMA,
-    )
+    return lexicon_frame(LEXICON_ROWS)
 
 
 DOCS = english_documents(N_DOCS, seed=7)
