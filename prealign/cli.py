@@ -733,8 +733,8 @@ def export_cmd(directory: Path, fmt: str, output_dir: Path, val_fraction: float)
 @click.option("--rows", "n_rows", type=click.IntRange(min=0), default=3, show_default=True, help="Rows to decode.")
 @click.option(
     "--tokenizer",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Decode with this tokenizer.json (default: the one the manifest names).",
+    type=click.Path(exists=True, path_type=Path),
+    help="Decode with this tokenizer.json or tokenizer directory (default: the one the manifest names).",
 )
 def inspect_cmd(directory: Path, n_rows: int, tokenizer: Path | None) -> None:
     """Summarise a shard directory, check every shard against the manifest, and decode a few rows.

@@ -163,6 +163,9 @@ def test_packed_rows_follow_the_config(assets: Assets, tmp_path: Path) -> None:
     totals = manifest["totals"]
     share = 100 * totals["words_with_entry"] / totals["words"]
     assert f"coverage:  words with an entry {totals['words_with_entry']} of {totals['words']} ({share:.1f}%)" in report
+    # the tokenizer directory itself decodes the rows too (not only its tokenizer.json)
+    by_dir = cli("inspect", out, "--rows", 1, "--tokenizer", assets.tokenizer).stdout
+    assert by_dir.split("row 0 (")[1] == report.split("row 0 (")[1] and "<s> a" in by_dir.split("row 0 (")[1]
 
 
 def test_one_document_per_row_starts_with_bos(assets: Assets, tmp_path: Path) -> None:

@@ -149,12 +149,14 @@ def _load_tokenizer(manifest: dict[str, Any], tokenizer_path: Path | None) -> tu
     when it is the one the manifest names (edited or replaced since)."""
     from tokenizers import Tokenizer
 
+    from prealign.codeswitch.tokenizer import tokenizer_file
+
     recorded = manifest.get("tokenizer") or {}
     path = tokenizer_path if tokenizer_path is not None else recorded.get("path")
     if not path:
         return None, "showing token ids: no tokenizer given and the manifest names none"
     try:
-        tok = Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(tokenizer_file(path)))
     except Exception as exc:  # tokenizers raises plain Exception for IO and parse errors
         return None, f"showing token ids: cannot load tokenizer {path}: {exc}"
     size, expected = tok.get_vocab_size(with_added_tokens=True), recorded["vocab_size"]
