@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_VOCAB = 16000
 FAMILY_NAMES = (  # tests/tokenizer_families.py's FAMILIES
-    "byte_level_gpt2", "byte_level_llama3", "byte_level_qwen2", "sentencepiece_llama2", "metaspace",
-    "wordpiece_bert", "unigram_t5", "unigram_hf",
+    "byte_level_gpt2", "byte_level_llama3", "byte_level_qwen2", "sentencepiece_llama2", "metaspace", "gemma",
+    "mistral_v03", "wordpiece_bert", "unigram_t5", "unigram_hf",
 )  # fmt: skip
 
 

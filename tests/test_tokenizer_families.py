@@ -169,6 +169,8 @@ LAYOUT = {  # tokenizer.json: (model, normalizer, pre_tokenizer, decoder) types
     "byte_level_qwen2": ("BPE", "NFC", "Sequence", "ByteLevel"),
     "sentencepiece_llama2": ("BPE", "Sequence", None, "Sequence"),
     "metaspace": ("BPE", None, "Metaspace", "Metaspace"),
+    "gemma": ("BPE", "Replace", None, "Sequence"),
+    "mistral_v03": ("BPE", None, "Metaspace", "Metaspace"),
     "wordpiece_bert": ("WordPiece", "BertNormalizer", "BertPreTokenizer", "WordPiece"),
     "unigram_t5": ("Unigram", "Replace", "Sequence", "Metaspace"),
     "unigram_hf": ("Unigram", "Replace", "Sequence", "Metaspace"),
@@ -188,6 +190,17 @@ def test_family_layout_end_of_text_and_round_trip(name: str) -> None:
         assert spec["model"]["byte_fallback"] and spec["model"]["unk_token"] == "<unk>"
         assert [n["type"] for n in spec["normalizer"]["normalizers"]] == ["Prepend", "Replace"]
         assert set(tok.encode(DOCS[0], add_special_tokens=False).word_ids) == {0}  # no word ids: one pre-token
+    if name == "gemma":  # no Prepend: the first word has no ▁; no Strip in the decoder
+        assert spec["model"]["byte_fallback"] and spec["model"]["unk_token"] == "<unk>"
+        assert [tok.token_to_id(t) for t in ("<pad>", "<eos>", "<bos>", "<unk>")] == [0, 1, 2, 3]
+        assert [d["type"] for d in spec["decoder"]["decoders"]] == ["Replace", "ByteFallback", "Fuse"]
+        assert not tok.encode("dog", add_special_tokens=False).tokens[0].startswith("▁")
+        assert set(tok.encode(DOCS[0], add_special_tokens=False).word_ids) == {0}
+    if name == "mistral_v03":  # non-legacy: Metaspace first, no split (one pre-token per document)
+        assert spec["model"]["byte_fallback"] and spec["pre_tokenizer"]["prepend_scheme"] == "first"
+        assert not spec["pre_tokenizer"]["split"] and not spec["decoder"]["split"]
+        assert tok.encode("dog", add_special_tokens=False).tokens[0].startswith("▁")
+        assert set(tok.encode(DOCS[0], add_special_tokens=False).word_ids) == {0}
     # the exact comparisons of the switched text below need decode(encode(doc)) == doc (WordPiece lowercases)
     decoded = tok.decode_batch([e.ids for e in tok.encode_batch(DOCS, add_special_tokens=False)])
     same = sum(a == b for a, b in zip(decoded, DOCS, strict=True))

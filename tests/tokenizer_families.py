@@ -217,34 +217,46 @@ def byte_level_qwen2(texts: Sequence[str] | None = None, vocab_size: int = VOCAB
     return tok
 
 
+SPM_TRAINERS = {  # the SentencePiece trainer options of each real model (identity normalisation for all)
+    # Llama-2 / Mistral: dummy prefix, extra whitespace kept, digits split, byte fallback, <unk> 0, <s> 1, </s> 2
+    "llama": dict(
+        model_type="bpe", add_dummy_prefix=True, byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+    ),
+    # Gemma: as Llama-2 but no dummy prefix, and <pad> 0, <eos> 1, <bos> 2, <unk> 3
+    "gemma": dict(
+        model_type="bpe", add_dummy_prefix=False, byte_fallback=True, split_digits=True, pad_id=0, eos_id=1,
+        bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+    ),
+    # T5 (unigram): no byte fallback, <pad> 0, </s> 1, <unk> 2 (identity instead of T5's nmt_nfkc, which changes
+    # nothing in this text)
+    "t5": dict(
+        model_type="unigram", add_dummy_prefix=True, byte_fallback=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        hard_vocab_limit=False,
+    ),
+}  # fmt: skip
+
+
 def _train_sentencepiece(
-    texts: Sequence[str], model_type: str, vocab_size: int = VOCAB_SIZE
+    texts: Sequence[str], trainer: str, vocab_size: int = VOCAB_SIZE
 ) -> tuple[list[str], list[float], int]:
-    """Train a real SentencePiece model in a temporary directory; its pieces, scores and unk id. ``bpe``: Llama-2's
-    trainer options (identity normalisation, dummy prefix, extra whitespace kept, digits split, byte fallback,
-    ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2); ``unigram``: T5's (no byte fallback, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2;
-    identity normalisation here instead of T5's nmt_nfkc, which changes nothing in this text)."""
+    """Train a real SentencePiece model with the options of :data:`SPM_TRAINERS` ``[trainer]`` in a temporary
+    directory; its pieces, scores and unk id."""
     import sentencepiece as spm
 
-    if model_type == "bpe":
-        options = dict(byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
-        options |= dict(allow_whitespace_only_pieces=True, remove_extra_whitespaces=False)
-    else:
-        options = dict(byte_fallback=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
         spm.SentencePieceTrainer.train(
             input=str(corpus),
             model_prefix=str(Path(tmp) / "sp"),
-            model_type=model_type,
             vocab_size=vocab_size,
             character_coverage=1.0,
             normalization_rule_name="identity",
-            add_dummy_prefix=True,
             num_threads=2,
             minloglevel=2,
-            **options,
+            **SPM_TRAINERS[trainer],
         )
         sp = spm.SentencePieceProcessor(model_file=str(Path(tmp) / "sp.model"))
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
@@ -253,10 +265,12 @@ def _train_sentencepiece(
 
 
 @cache
-def _sentencepiece_bpe(texts: tuple[str, ...], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _sentencepiece_bpe(
+    texts: tuple[str, ...], vocab_size: int, trainer: str = "llama"
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A SentencePiece BPE model's vocabulary and merges as transformers' ``SentencePieceExtractor`` derives
     them: every split of a piece into two pieces of the vocabulary, ordered by the merged piece's score."""
-    pieces, scores, _ = _train_sentencepiece(texts, "bpe", vocab_size)
+    pieces, scores, _ = _train_sentencepiece(texts, trainer, vocab_size)
     vocab = {p: i for i, p in enumerate(pieces)}
     merges = []
     for piece, score in zip(pieces, scores, strict=True):
@@ -268,19 +282,21 @@ def _sentencepiece_bpe(texts: tuple[str, ...], vocab_size: int) -> tuple[dict[st
     return vocab, [(a, b) for a, b, _ in merges]
 
 
-def _spm_bpe_tokenizer(texts: Sequence[str] | None, vocab_size: int) -> Tokenizer:
-    vocab, merges = _sentencepiece_bpe(tuple(texts or training_corpus()), vocab_size)
+def _spm_bpe_tokenizer(
+    texts: Sequence[str] | None,
+    vocab_size: int,
+    trainer: str = "llama",
+    specials: Sequence[str] = ("<unk>", "<s>", "</s>"),
+) -> Tokenizer:
+    vocab, merges = _sentencepiece_bpe(tuple(texts or training_corpus()), vocab_size, trainer)
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tok.add_special_tokens(
-        [AddedToken("<unk>", normalized=False, special=True), AddedToken("<s>", normalized=False, special=True),
-         AddedToken("</s>", normalized=False, special=True)]
-    )  # fmt: skip
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
     return tok
 
 
-def _bos_template(tok: Tokenizer) -> processors.TemplateProcessing:
+def _bos_template(tok: Tokenizer, bos: str = "<s>") -> processors.TemplateProcessing:
     return processors.TemplateProcessing(
-        single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))]
     )
 
 
@@ -297,6 +313,37 @@ def sentencepiece_llama2(texts: Sequence[str] | None = None, vocab_size: int = V
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
+    tok.post_processor = _bos_template(tok)
+    return tok
+
+
+def sentencepiece_gemma(texts: Sequence[str] | None = None, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+    """Gemma / Gemma-2 / Gemma-3 (the hub's ``tokenizer.json``): a real SentencePiece BPE model trained as Gemma's
+    (``add_dummy_prefix=False``, digits split, byte fallback, whitespace-only pieces) converted with normalizer
+    ``Replace(" ", "▁")`` only (no ``Prepend``: the first word has no ``▁``), **no pre-tokenizer** (one
+    pre-token per document), BPE ``(unk_token="<unk>", fuse_unk=True, byte_fallback=True)``, post-processor
+    ``TemplateProcessing(<bos> $A)``, decoder ``Sequence[Replace("▁", " "), ByteFallback(), Fuse()]`` (no
+    ``Strip``). ``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3 (the real vocabulary then has ``<mask>``,
+    ``<start_of_turn>``, ... which are left out). transformers 5's ``GemmaConverter`` would add a pre-tokenizer
+    ``Split(" ", merged_with_previous)``; the files on the hub have none."""
+    tok = _spm_bpe_tokenizer(texts, vocab_size, "gemma", ("<pad>", "<eos>", "<bos>", "<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = None
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.post_processor = _bos_template(tok, "<bos>")
+    return tok
+
+
+def sentencepiece_mistral_v03(texts: Sequence[str] | None = None, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+    """Mistral-7B v0.3 (and non-legacy Llama conversions, ``legacy=False``): the Llama-2 SentencePiece BPE model
+    with no normalizer, pre-tokenizer ``Metaspace(replacement="▁", prepend_scheme="first", split=False)`` (spaces
+    become ``▁``, ``▁`` prepended to the document, still one pre-token per document), BPE with byte fallback,
+    post-processor ``TemplateProcessing(<s> $A)``, decoder ``Metaspace(replacement="▁", prepend_scheme="first",
+    split=False)`` (drops the first token's leading space). ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2 (the real
+    vocabulary then has 768 control tokens, ``[INST]``, ``[/INST]``, ..., left out)."""
+    tok = _spm_bpe_tokenizer(texts, vocab_size)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.post_processor = _bos_template(tok)
     return tok
 
@@ -364,7 +411,7 @@ def unigram_t5(texts: Sequence[str] | None = None, vocab_size: int = VOCAB_SIZE)
     text), pre-tokenizer ``Sequence[WhitespaceSplit(), Metaspace(replacement="▁", prepend_scheme="always")]``
     (every whitespace-separated chunk gets its own ``▁``, the space itself is in no token's offsets),
     post-processor ``TemplateProcessing($A </s>)``, decoder ``Metaspace``. ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2."""
-    pieces, scores, unk = _train_sentencepiece(tuple(texts or training_corpus()), "unigram", vocab_size)
+    pieces, scores, unk = _train_sentencepiece(tuple(texts or training_corpus()), "t5", vocab_size)
     tok = Tokenizer(models.Unigram(list(zip(pieces, scores, strict=True)), unk_id=unk, byte_fallback=False))
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in ("<pad>", "</s>", "<unk>")])
     _t5_layout(tok)
@@ -393,6 +440,8 @@ FAMILIES: dict[str, Callable[..., Tokenizer]] = {
     "byte_level_qwen2": byte_level_qwen2,
     "sentencepiece_llama2": sentencepiece_llama2,
     "metaspace": metaspace,
+    "gemma": sentencepiece_gemma,
+    "mistral_v03": sentencepiece_mistral_v03,
     "wordpiece_bert": wordpiece_bert,
     "unigram_t5": unigram_t5,
     "unigram_hf": unigram_hf,
@@ -403,6 +452,8 @@ EOT = {  # the end-of-text token each family packs documents with
     "byte_level_qwen2": "<|endoftext|>",
     "sentencepiece_llama2": "</s>",
     "metaspace": "</s>",
+    "gemma": "<eos>",
+    "mistral_v03": "</s>",
     "wordpiece_bert": "[SEP]",
     "unigram_t5": "</s>",
     "unigram_hf": "</s>",
