@@ -12,13 +12,11 @@ import json
 import math
 from pathlib import Path
 
-import polars as pl
 import pytest
-from conftest import cli
-from tokenizer_families import EOT, FAMILIES, LEXICON_ROWS, english_documents, family_tokenizer
+from conftest import cli, lexicon_frame
+from tokenizer_families import EOT, FAMILIES, LEXICON_ROWS, added_token, english_documents, family_tokenizer
 
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.lexicon.score import LEXICON_SCHEMA
 from prealign.shards import MANIFEST, read_rows
 from prealign.train.checkpoint import read_run
 from prealign.train.pretrain import read_metrics
@@ -31,18 +29,12 @@ SEQ_LEN = 64
 SPM = "sentencepiece_llama2"
 
 
-def added(content: str) -> dict:
-    """A special token as transformers writes it in tokenizer_config.json (an AddedToken)."""
-    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False}  # fmt: skip
-
-
 LLAMA_CONFIG = {
     "add_bos_token": True,
     "add_eos_token": False,
-    "bos_token": added("<s>"),
-    "eos_token": added("</s>"),
-    "unk_token": added("<unk>"),
+    "bos_token": added_token("<s>"),
+    "eos_token": added_token("</s>"),
+    "unk_token": added_token("<unk>"),
     "pad_token": None,
     "legacy": True,
     "tokenizer_class": "LlamaTokenizer",
@@ -56,13 +48,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("family-shards")
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(english_documents(N_DOCS, seed=23)) + "\n", encoding="utf-8")
-    n = len(LEXICON_ROWS)
-    frame = pl.DataFrame(
-        {"src": [r[0] for r in LEXICON_ROWS], "tgt": [r[1] for r in LEXICON_ROWS], "count": [10] * n,
-         "p_tgt_given_src": [r[2] for r in LEXICON_ROWS], "p_src_given_tgt": [0.5] * n,
-         "score": [r[3] for r in LEXICON_ROWS]},
-        schema=LEXICON_SCHEMA,
-    )  # fmt: skip
+    frame = lexicon_frame(LEXICON_ROWS)
     write_lexicon(frame, root / "lexicon.parquet", {"src_lang": "en", "tgt_lang": "fr"})
     return {"root": root, "corpus": corpus, "lexicon": root / "lexicon.parquet"}
 

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli
+from conftest import cli, lexicon_frame
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from prealign.codeswitch.switch import Switched, apply_casing, switch_batch
@@ -46,18 +46,8 @@ ZH = [
 NO_ENTRY = ["the", "a", "near", "is", "big", "old", "and", "sat"]
 
 
-def frame(rows: list[tuple[str, str, float, float]], count: int = 5) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "src": [r[0] for r in rows],
-            "tgt": [r[1] for r in rows],
-            "count": [count] * len(rows),
-            "p_tgt_given_src": [r[2] for r in rows],
-            "p_src_given_tgt": [0.5] * len(rows),
-            "score": [r[3] for r in rows],
-        },
-        schema=LEXICON_SCHEMA,
-    )
+def frame(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
+    return lexicon_frame(rows, count=5)
 
 
 def write(path: Path, rows, src_lang: str | None = "en", tgt_lang: str | None = None) -> Path:

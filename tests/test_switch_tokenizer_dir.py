@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import cli, one_error_line, shard_rows
+from conftest import cli, lexicon_frame, one_error_line, shard_rows
+from tokenizer_families import added_token
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 import prealign.pipelines.switch as switch_pipeline
@@ -18,7 +19,6 @@ from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import special_tokens, train_tokenizer
 from prealign.errors import InputError
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.lexicon.score import LEXICON_SCHEMA
 from prealign.shards import MANIFEST
 
 IGNORE = -100
@@ -35,20 +35,9 @@ def sentences(n: int, seed: int, vocab: list[str] = ENGLISH) -> list[str]:
 
 
 def lexicon(path: Path, pairs: list[tuple[str, str]]) -> Path:
-    n = len(pairs)
-    frame = pl.DataFrame(
-        {"src": [s for s, _ in pairs], "tgt": [t for _, t in pairs], "count": [7] * n, "p_tgt_given_src": [1.0] * n,
-         "p_src_given_tgt": [1.0] * n, "score": [0.9] * n},
-        schema=LEXICON_SCHEMA,
-    )  # fmt: skip
+    frame = lexicon_frame([(src, tgt, 1.0, 0.9) for src, tgt in pairs], count=7)
     write_lexicon(frame, path, {"src_lang": "en", "tgt_lang": "fr"})
     return path
-
-
-def added(content: str) -> dict:
-    """A special token as transformers writes it in tokenizer_config.json (an AddedToken)."""
-    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False}  # fmt: skip
 
 
 def llama_tokenizer() -> Tokenizer:
@@ -78,16 +67,16 @@ def write_dir(directory: Path, tok: Tokenizer, config: dict | str | None, tokens
 LLAMA_CONFIG = {
     "add_bos_token": True,
     "add_eos_token": False,
-    "bos_token": added("<s>"),
-    "eos_token": added("</s>"),
-    "unk_token": added("<unk>"),
+    "bos_token": added_token("<s>"),
+    "eos_token": added_token("</s>"),
+    "unk_token": added_token("<unk>"),
     "pad_token": None,
     "clean_up_tokenization_spaces": False,
     "legacy": False,
     "model_max_length": 1000000000000000019884624838656,
     "tokenizer_class": "LlamaTokenizer",
 }
-LLAMA_MAP = {"bos_token": added("<s>"), "eos_token": added("</s>"), "unk_token": added("<unk>")}
+LLAMA_MAP = {"bos_token": added_token("<s>"), "eos_token": added_token("</s>"), "unk_token": added_token("<unk>")}
 
 
 class Assets:
@@ -266,7 +255,12 @@ def test_options_naming_no_token_are_refused(assets: Assets, tmp_path: Path) -> 
     ("config", "tokens_map", "file", "needle"),
     [
         ({**LLAMA_CONFIG, "bos_token": "<|begin_of_text|>"}, None, "tokenizer_config.json", "'<|begin_of_text|>'"),
-        (LLAMA_CONFIG, {"eos_token": added("<eos>")}, "special_tokens_map.json", "eos_token '<eos>' is not a token"),
+        (
+            LLAMA_CONFIG,
+            {"eos_token": added_token("<eos>")},
+            "special_tokens_map.json",
+            "eos_token '<eos>' is not a token",
+        ),
         ('{"add_bos_token": true, "bos_token": "<s>",', LLAMA_MAP, "tokenizer_config.json", "cannot read tokenizer"),
         (LLAMA_CONFIG, "[1, 2]", "special_tokens_map.json", "a JSON object expected"),
         ({**LLAMA_CONFIG, "add_bos_token": "yes"}, None, "tokenizer_config.json", "add_bos_token is 'yes'"),

@@ -465,3 +465,9 @@ BYTE_LEVEL = ("byte_level_gpt2", "byte_level_llama3", "byte_level_qwen2")
 def family_tokenizer(name: str) -> Tokenizer:
     """The family's tokenizer, built once per process (through its ``tokenizer.json`` text, as users load it)."""
     return Tokenizer.from_str(FAMILIES[name]().to_str())
+
+
+def added_token(content: str) -> dict:
+    """A special token as transformers writes it in tokenizer_config.json / special_tokens_map.json."""
+    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False}  # fmt: skip
