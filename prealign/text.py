@@ -181,10 +181,7 @@ class Segmenter:
             per_text = [self._dictionary(t) for t in texts]
         else:  # whitespace
             per_text = [enc.offsets for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-        counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_text)), np.int64, count=2 * int(counts.sum()))
-        shift = np.repeat(base, counts)
-        return FlatSpans(flat[0::2] + shift, flat[1::2] + shift, counts)
+        return flatten(per_text, base)
 
 
 @dataclass(frozen=True)
@@ -195,6 +192,15 @@ class FlatSpans:
     start: np.ndarray
     end: np.ndarray
     counts: np.ndarray
+
+
+def flatten(per_text: Sequence[Sequence[tuple[int, int]]], base: np.ndarray) -> FlatSpans:
+    """Per-text (start, end) offsets (a segmenter's words, a tokenizer's tokens) as :class:`FlatSpans`, each text's
+    shifted by where it starts (``base``, from :func:`layout`)."""
+    counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_text)), np.int64, count=2 * int(counts.sum()))
+    shift = np.repeat(base, counts)
+    return FlatSpans(flat[0::2] + shift, flat[1::2] + shift, counts)
 
 
 def layout(texts: Sequence[str]) -> np.ndarray:

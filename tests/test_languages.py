@@ -349,3 +349,10 @@ def test_translations_side_by_side_in_text_without_spaces_get_one(zh_tokenizer: 
     out = switch_batch(docs, 0, zh_tokenizer, build_table(lex, cfg), cfg, segmenter=Segmenter(segmenter_config("zh")))
     decoded = [zh_tokenizer.decode(out.input_ids[out.offsets[d] : out.offsets[d + 1]].tolist()) for d in range(2)]
     assert decoded == ["他bank computer。", "bank我computer"]
+
+
+def test_the_command_line_offers_every_segmenter() -> None:
+    from prealign.cli import SEGMENTER_CHOICES
+    from prealign.text import SEGMENTERS
+
+    assert SEGMENTER_CHOICES == SEGMENTERS  # cli.py keeps a copy so that --help needs no numpy import

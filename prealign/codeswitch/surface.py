@@ -57,14 +57,14 @@ def mid_text_tokenizer(tokenizer: Tokenizer) -> MidText:
     """A copy of ``tokenizer`` that encodes a string as the tokenizer would inside a text: no space marker added
     at its start (the same tokenizer when it adds none)."""
     spec = json.loads(tokenizer.to_str())
+    one_space = "WhitespaceSplit" in json.dumps(spec.get("pre_tokenizer"))  # before the copy drops it
     changed = False
     for part in ("normalizer", "pre_tokenizer"):
         node = spec.get(part)
         new = _drop_prefix(node)
         changed |= new != node
         spec[part] = new
-    one_space = "WhitespaceSplit" in json.dumps(json.loads(tokenizer.to_str()).get("pre_tokenizer")) and changed
-    return MidText(Tokenizer.from_str(json.dumps(spec)) if changed else tokenizer, one_space)
+    return MidText(Tokenizer.from_str(json.dumps(spec)) if changed else tokenizer, one_space and changed)
 
 
 def surface_ids(tokenizer: Tokenizer, surface: str, cache: dict[str, np.ndarray]) -> np.ndarray:

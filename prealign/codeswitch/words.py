@@ -12,11 +12,10 @@ unswitchable. Words overlapping a special token (``<|endoftext|>`` written in th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
-from prealign.text import FlatSpans, layout
+from prealign.text import FlatSpans, flatten, layout
 
 
 @dataclass
@@ -43,20 +42,13 @@ class Units:
     doc_start: np.ndarray
 
 
-def _flat_offsets(offsets: list[list[tuple[int, int]]], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Token (start, end) offsets of a batch made global: each document's shifted by its character base."""
-    counts = np.fromiter(map(len, offsets), dtype=np.int64, count=len(offsets))
-    flat = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64, count=2 * int(counts.sum()))
-    shift = np.repeat(base, counts)
-    return flat[0::2] + shift, flat[1::2] + shift
-
-
 def word_units(texts: list[str], offsets: list[list[tuple[int, int]]], spans: FlatSpans, special: np.ndarray) -> Units:
     """Map the documents' words (``spans``, from :meth:`prealign.text.Segmenter.flat_spans`) onto their tokens'
     character ``offsets`` (``special``: a flat mask of the batch's special tokens)."""
     n_docs = len(texts)
     base = layout(texts)  # documents laid end to end, one character apart
-    tok_start, tok_end = _flat_offsets(offsets, base)
+    tokens = flatten(offsets, base)
+    tok_start, tok_end = tokens.start, tokens.end
     n_tok = len(tok_start)
     word_start, word_end = spans.start, spans.end
     word_doc = np.repeat(np.arange(n_docs, dtype=np.int64), spans.counts)

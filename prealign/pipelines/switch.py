@@ -445,8 +445,7 @@ def switch_corpus(job: SwitchJob) -> dict[str, Any]:
 
 def document_segmenter(job: SwitchJob, lex: SwitchLexicon) -> SegmenterConfig:
     """The segmenter of the documents: the lexicon's source side's (recorded by extract-lexicon) unless --lang or
-    --segmenter choose one; checked on the corpus's first documents (text mostly in a script written without
-    spaces needs a real segmenter, see :func:`prealign.text.check_segmented`)."""
+    --segmenter choose one (checked on the first batch of documents the job reads, :func:`_checked`)."""
     recorded = lex.metadata[0].get("src_segmenter") if len(lex.metadata) == 1 else None
     if job.lang is None and job.segmenter is None and isinstance(recorded, dict):
         try:
@@ -456,12 +455,16 @@ def document_segmenter(job: SwitchJob, lex: SwitchLexicon) -> SegmenterConfig:
         require(config.kind, f"the lexicon's source segmenter ({config.kind})")
     else:
         config = segmenter_config(job.lang or lex.src_lang, job.segmenter, option="--lang")
-    try:
-        first = next(_document_batches(job.corpus, job.text_column, 2000), ([], 0))[0]
-    except InputError:  # bad input early on: reported where the job reads it
-        first = []
-    check_segmented(config, first, "--lang", "--segmenter")
     return config
+
+
+def _checked(batches: Iterator[tuple[list[str], int]], segmenter: SegmenterConfig) -> Iterator[tuple[list[str], int]]:
+    """``batches``, the first checked to be cut by a segmenter fit for its script (text mostly in a script written
+    without spaces needs a real segmenter, see :func:`prealign.text.check_segmented`)."""
+    for k, (texts, first) in enumerate(batches):
+        if k == 0:
+            check_segmented(segmenter, texts, "--lang", "--segmenter")
+        yield texts, first
 
 
 def switch_report(manifest: dict[str, Any], output: Path) -> str:
@@ -538,7 +541,7 @@ def _run(
         with executor_for(job.ray_address, job.workers) as ex:
             tok_key = (str(tok_path.resolve()), info.sha256)
             table_h = ex.put(table)
-            batches = _document_batches(job.corpus, job.text_column, DOC_BATCH, stream.next_doc)
+            batches = _checked(_document_batches(job.corpus, job.text_column, DOC_BATCH, stream.next_doc), segmenter)
             args = ((texts, first, tok_key, table_h, job.config, segmenter) for texts, first in batches)
             for result in bar.iterate_bytes(_ordered(ex, switch_task, args), "switch", job.corpus, unit="batch"):
                 pending.append(packer.add(result))
