@@ -49,9 +49,10 @@ import torch
 
 from prealign import __version__
 from prealign.errors import InputError
-from prealign.shards import IGNORE_INDEX, check_shards, plan_rows, read_manifest, read_rows
+from prealign.shards import check_shards, plan_rows, read_manifest, read_rows
 from prealign.textio import atomic_write_text, json_type
 from prealign.train import checkpoint
+from prealign.train.batches import collate, label_count
 from prealign.train.model import CONFIGS, ModelConfig, Transformer, model_config, name_of, shape_of
 from prealign.train.rundir import run_session
 from prealign.train.runtime import TrainingDiverged, check_number, resolve_device, warmup_cosine
@@ -229,27 +230,6 @@ def eval_rows(directory: Path, split: Split, limit: int) -> list[tuple[np.ndarra
         for r in range(start, min(stop, start + limit - len(out))):
             out.append((rows.input_ids[o[r] : o[r + 1]].copy(), rows.labels[o[r] : o[r + 1]].copy()))
     return out
-
-
-def collate(
-    rows: list[tuple[np.ndarray, np.ndarray]], max_len: int, pad_id: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(input_ids, labels, real tokens): right-padded (labels -100), truncated to ``max_len``."""
-    length = min(max_len, max(len(ids) for ids, _ in rows))
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
-    tokens = 0
-    for i, (x, y) in enumerate(rows):
-        n = min(length, len(x))
-        ids[i, :n] = torch.from_numpy(np.asarray(x[:n], dtype=np.int64))
-        labels[i, :n] = torch.from_numpy(np.asarray(y[:n], dtype=np.int64))
-        tokens += n
-    return ids, labels, tokens
-
-
-def label_count(labels: torch.Tensor) -> int:
-    """Label positions that carry loss (the model shifts, so ``labels[:, 0]`` never does)."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
