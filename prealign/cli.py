@@ -728,6 +728,35 @@ def export_cmd(directory: Path, fmt: str, output_dir: Path, val_fraction: float)
         click.echo(f"warning: {warning}", err=True)
 
 
+@main.command("export-model")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Weight type in model.safetensors (and config.json's torch_dtype).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a directory that is not empty.")
+def export_model_cmd(run: Path, output: Path, dtype: str, overwrite: bool) -> None:
+    """Write RUN's model and tokenizer as a Hugging Face Llama directory.
+
+    AutoModelForCausalLM.from_pretrained(DIR) loads it as LlamaForCausalLM and AutoTokenizer.from_pretrained(DIR)
+    as PreTrainedTokenizerFast (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json). The directory appears whole or not at all.
+    """
+    from prealign.train.export_hf import export_model
+
+    summary = export_model(run, output, dtype, overwrite)
+    click.echo(
+        f"exported {summary['parameters']:,} parameters ({dtype}, embeddings "
+        f"{'tied' if summary['tied'] else 'untied'}) -> {output}"
+    )
+
+
 @main.command("inspect")
 @click.argument("directory", type=shard_dir)
 @click.option("--rows", "n_rows", type=click.IntRange(min=0), default=3, show_default=True, help="Rows to decode.")
@@ -756,7 +785,12 @@ def train_group() -> None:
 
 @train_group.command("align-init")
 @click.option("--lexicon", type=existing, required=True, help="Lexicon (.parquet, .tsv or .jsonl).")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path), required=True, help="tokenizer.json.")
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    type=click.Path(path_type=Path),
+    help="tokenizer.json or its directory (required, except with --hf-model whose directory holds one).",
+)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run directory.")
 @click.option(
     "--config",
@@ -764,7 +798,13 @@ def train_group() -> None:
     type=click.Choice(["tiny", "mini", "small", "base", "150m"]),
     default="tiny",
     show_default=True,
-    help="Model size.",
+    help="Model size (our model; ignored with --hf-model).",
+)
+@click.option(
+    "--hf-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Align a transformers causal LM instead: a model directory (its weights), or a directory with only "
+    "config.json (random init). The run directory is then a transformers model directory. Needs [hf].",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Optimizer steps.")
 @click.option(
@@ -772,12 +812,12 @@ def train_group() -> None:
 )
 @click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
 @click.option("--align-weight", type=float, default=0.1, show_default=True, help="Weight of the contrastive loss.")
-@click.option("--pooling", type=click.Choice(["sum", "mean"]), default="sum", show_default=True, help="Word pooling.")
 @click.option(
     "--layers",
     default="all",
     show_default=True,
-    help="'all' or comma-separated indices: 0 embedding, 1..L blocks, L+1 LM head.",
+    help="'all' or comma-separated indices: 0 embedding, 1..L blocks, L+1 LM head (only when it is not tied to "
+    "the embedding: tied, it is layer 0).",
 )
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
 @click.option(
@@ -790,28 +830,32 @@ def train_group() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def align_init_cmd(
     lexicon: Path,
-    tokenizer_path: Path,
+    tokenizer_path: Path | None,
     output: Path,
     size: str,
+    hf_model: Path | None,
     layers: str,
     overwrite: bool,
     quiet: bool,
     **kw: Any,
 ) -> None:
-    """Alignment initialisation: train a fresh model so that translations in LEXICON get similar states.
+    """Alignment initialisation: train a model so that translations in LEXICON get similar states.
 
-    Each lexicon word is fed alone; its token states are pooled at every layer (embedding, each block, LM-head
-    rows) and an InfoNCE loss pulls translations together; total = LM loss + align-weight x mean align loss.
+    Each lexicon word is fed alone; its token states are summed at every layer (embedding, each block, and the
+    LM-head rows when the head is not tied) and an InfoNCE loss pulls translations together (positives: words
+    that share a lexicon entry); total = LM loss + align-weight x mean align loss.
     """
     from prealign.outputs import check_outputs
     from prealign.train.align_init import AlignInitConfig, run_align_init
 
-    check_outputs([lexicon, tokenizer_path], {"-o": output}, directories=("-o",))
+    check_outputs([lexicon, tokenizer_path, hf_model], {"-o": output}, directories=("-o",))
     try:
         layer_spec: Any = "all" if layers == "all" else [int(x) for x in layers.split(",") if x.strip()]
         config = AlignInitConfig(layers=layer_spec, **kw)
         echo = None if quiet else lambda m: click.echo(m, err=True)
-        summary = run_align_init(lexicon, tokenizer_path, output, size, config, echo, overwrite=overwrite)
+        summary = run_align_init(
+            lexicon, tokenizer_path, output, size, config, echo, overwrite=overwrite, hf_model=hf_model
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
     click.echo(f"align-init: {summary['steps']} steps, {summary['parameters']:,} parameters -> {output}")
@@ -888,6 +932,39 @@ def train_pretrain_cmd(shards: Path, init_run: Path | None, output: Path, **kw: 
         shards, output, config, init_run, resume, progress=not quiet, overwrite=overwrite, explicit=explicit
     )
     click.echo(json.dumps(summary))
+
+
+@train_group.command("eval")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--shards",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Shard directory (manifest.json + shard-*.arrow); its tokenizer must be the run's.",
+)
+@click.option("--lexicon", type=existing, help="Also report translation retrieval per layer on this lexicon's pairs.")
+@click.option(
+    "--max-pairs",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Use the N lexicon pairs of highest count (ties: file order); 0: all.",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Rows per batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def train_eval_cmd(
+    run: Path, shards: Path, lexicon: Path | None, max_pairs: int, batch_size: int, device: str, as_json: bool
+) -> None:
+    """Next-token loss of RUN's model over every row of --shards (token-weighted mean; labels as stored).
+
+    Prints `loss` and `tokens` (label tokens counted); with --lexicon, a table of retrieval accuracy, pair
+    cosine and random-pair cosine per layer (embedding output, each block, ...) and the chance accuracy.
+    """
+    from prealign.train.eval_run import evaluate_run, format_result
+
+    result = evaluate_run(run, shards, lexicon, batch_size, device, max_pairs or None)
+    click.echo(json.dumps(result) if as_json else format_result(result))
 
 
 @main.command("plot")

@@ -220,6 +220,19 @@ def check_shards(directory: Path) -> list[str]:
     return problems
 
 
+def require_sound_shards(directory: Path) -> None:
+    """:func:`check_shards`, raising one :class:`InputError` ("damaged shard directory: ...", the first three
+    problems) when a shard is missing, changed or unreadable; for commands that read every shard next."""
+    try:
+        problems = check_shards(directory)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"damaged shard directory: {reason}", directory) from None
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError(f"damaged shard directory: {'; '.join(problems[:3])}{more}", directory)
+
+
 def existing_run(directory: Path) -> bool:
     """True when ``directory`` holds another run's output (a manifest or shard files)."""
     directory = Path(directory)
@@ -397,30 +410,48 @@ def plan_rows(
     part: int = 0,
     parts: int = 1,
     limit: int | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Which rows part ``part`` of ``parts`` reads, shard by shard: (manifest shard index, row indices) pairs.
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows part ``part`` of ``parts`` reads, in order: (manifest shard index, row index in the shard) arrays.
 
-    The global order is: shards in a permuted order, each shard's rows permuted (or both in manifest order when
-    ``shuffle`` is false); one ``SeedSequence((seed, epoch))`` gives the shard order and, through its children,
-    each shard's row order. Position g of that order belongs to part ``g % parts``; positions from ``limit``
-    on are dropped. Only the permutations of shards the part reads are drawn.
+    The global order is one permutation of all rows of all shards (of ``rows``, global row numbers in manifest
+    order, when given), drawn from ``SeedSequence((seed, epoch))``; the manifest order when ``shuffle`` is false.
+    A global permutation mixes every input in every batch, where shard-by-shard reading would give batches of
+    one input file at a time. Position g of that order belongs to part ``g % parts``; positions from ``limit``
+    on are dropped. Memory: 8 bytes per row while the order is made (80 MB for ten million rows).
     """
-    n_shards = len(shard_rows)
+    starts = np.zeros(len(shard_rows) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(shard_rows, dtype=np.int64), out=starts[1:])
+    order = np.arange(starts[-1], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if shuffle:
-        children = np.random.SeedSequence([seed, epoch]).spawn(n_shards + 1)
-        order = np.random.default_rng(children[0]).permutation(n_shards)
-    else:
-        order = np.arange(n_shards)
-    total = int(sum(shard_rows))
-    limit = total if limit is None else min(limit, total)
-    start = 0
-    for i in order.tolist():
-        n = int(shard_rows[i])
-        first, stop = (part - start) % parts, min(n, limit - start)
-        if first < stop:
-            local = np.arange(first, stop, parts)
-            yield i, (np.random.default_rng(children[1 + i]).permutation(n)[local] if shuffle else local)
-        start += n
+        order = order[np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(len(order))]
+    order = order[: len(order) if limit is None else limit][part::parts]
+    shard = np.searchsorted(starts, order, side="right") - 1
+    return shard, order - starts[shard]
+
+
+class ShardReader:
+    """Rows of a shard directory by (shard, row): each shard memory-mapped on first use and kept mapped, so random
+    access across shards costs no copy (the operating system pages rows in and out)."""
+
+    def __init__(self, directory: Path, files: Sequence[str], shard_rows: Sequence[int]) -> None:
+        self.directory, self.files, self.shard_rows = Path(directory), list(files), list(shard_rows)
+        self._open: dict[int, Rows] = {}
+
+    def shard(self, i: int) -> Rows:
+        rows = self._open.get(i)
+        if rows is None:
+            rows = self._open[i] = read_rows(self.directory / self.files[i], self.shard_rows[i])
+        return rows
+
+    def row(self, i: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input_ids, labels, switched) of row ``r`` of shard ``i``: read-only views into the mapped shard."""
+        rows = self.shard(i)
+        lo, hi = rows.offsets[r], rows.offsets[r + 1]
+        return rows.input_ids[lo:hi], rows.labels[lo:hi], rows.switched[lo:hi]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_open": {}}  # mapped shards stay with their process
 
 
 @functools.cache
@@ -432,16 +463,17 @@ def _define_shard_dataset() -> type:
     class ShardDataset(IterableDataset):
         """The rows of a shard directory as ``{"input_ids", "labels": LongTensor[L], "switched": BoolTensor[L]}``.
 
-        Each epoch has one global row order (see :func:`plan_rows`): shuffled from ``(seed, epoch)``, or the
-        manifest order when ``shuffle`` is false. Position g of that order goes to rank ``g % world_size``, and
+        Each epoch has one global row order (see :func:`plan_rows`): all rows of all shards permuted from
+        ``(seed, epoch)``, or the manifest order when ``shuffle`` is false.
+        Position g of that order goes to rank ``g % world_size``, and
         within a rank to DataLoader worker ``(g // world_size) % num_workers``: the parts are disjoint and together
         hold every row once, and the rows a rank sees do not depend on its number of workers. ``rank`` and
         ``world_size`` default to torch.distributed's (when initialised at construction) or 0 and 1.
         ``drop_last`` drops the last ``rows % world_size`` rows of each epoch's order, so every rank gets the
         same number of rows (and, with equal workers and batch size, the same number of batches).
 
-        Shards are memory-mapped and read one at a time. Call :meth:`set_epoch` before each epoch (with
-        ``persistent_workers`` the workers keep the epoch they started with).
+        Shards are memory-mapped on first use (:class:`ShardReader`). Call :meth:`set_epoch` before each epoch
+        (with ``persistent_workers`` the workers keep the epoch they started with).
         """
 
         def __init__(
@@ -487,17 +519,14 @@ def _define_shard_dataset() -> type:
                 parts=workers * self.world_size,
                 limit=self._limit(),
             )
-            for i, indices in plan:
-                rows = read_rows(self.directory / self.files[i], self.shard_rows[i])
-                o = rows.offsets
-                for r in indices.tolist():
-                    lo, hi = o[r], o[r + 1]
-                    yield {
-                        "input_ids": torch.from_numpy(rows.input_ids[lo:hi].astype(np.int64)),
-                        "labels": torch.from_numpy(rows.labels[lo:hi].astype(np.int64)),
-                        "switched": torch.from_numpy(rows.switched[lo:hi] != 0),
-                    }
-                del rows
+            reader = ShardReader(self.directory, self.files, self.shard_rows)
+            for i, r in zip(*(a.tolist() for a in plan), strict=True):
+                ids, labels, switched = reader.row(i, r)
+                yield {
+                    "input_ids": torch.from_numpy(ids.astype(np.int64)),
+                    "labels": torch.from_numpy(labels.astype(np.int64)),
+                    "switched": torch.from_numpy(switched != 0),
+                }
 
     # importable (and picklable, for spawned DataLoader workers) as prealign.shards.ShardDataset
     ShardDataset.__qualname__ = "ShardDataset"

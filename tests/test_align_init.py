@@ -15,17 +15,18 @@ from tokenizers import Tokenizer
 from prealign.codeswitch.tokenizer import train_tokenizer
 from prealign.train.align_init import (
     AlignInitConfig,
-    Batch,
     EntryBatcher,
     align_losses,
     encode_words,
     info_nce,
     lexicon_entries,
-    pool,
+    make_batch,
+    pad_ids,
     train_align_init,
 )
 from prealign.train.evaluate import text_loss, translation_retrieval, word_vectors
 from prealign.train.model import Transformer, model_config
+from prealign.train.word_model import pool, word_model
 
 PAIRS = [
     ("dog", "chien"), ("cat", "chat"), ("house", "maison"), ("water", "eau"), ("bread", "pain"),
@@ -71,9 +72,16 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     return train_tokenizer([path], 340, min_frequency=2)  # small: most words are several tokens
 
 
-def tiny_model(tokenizer: Tokenizer, seed: int = 0) -> Transformer:
+def tiny_model(tokenizer: Tokenizer, seed: int = 0, **overrides) -> Transformer:
     torch.manual_seed(seed)
-    return Transformer(model_config("tiny", tokenizer.get_vocab_size(with_added_tokens=True)))
+    return Transformer(model_config("tiny", tokenizer.get_vocab_size(with_added_tokens=True), **overrides))
+
+
+def masks(groups: list[int], word_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, exclude) for words in ``groups`` (same group: positives), copies marked by ``word_ids``."""
+    g = torch.tensor(groups)
+    w = torch.arange(len(groups)) if word_ids is None else torch.tensor(word_ids)
+    return g[:, None] == g[None, :], w[:, None] == w[None, :]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,7 +102,7 @@ def test_info_nce_matches_direct_computation() -> None:
     loss0 = -torch.log(torch.exp(s[0, 1]) / (torch.exp(s[0, 1]) + torch.exp(s[0, 2])))
     loss1 = -torch.log(torch.exp(s[1, 0]) / (torch.exp(s[1, 0]) + torch.exp(s[1, 2])))
     expected = (loss0 + loss1) / 2
-    assert torch.allclose(info_nce(v, groups, 0.1), expected, atol=1e-5)
+    assert torch.allclose(info_nce(v, *masks(groups.tolist()), 0.1), expected, atol=1e-5)
 
 
 def test_info_nce_multi_positive_and_self_excluded() -> None:
@@ -108,41 +116,42 @@ def test_info_nce_multi_positive_and_self_excluded() -> None:
         pos = sum(s[i, j] for j in range(5) if j != i and groups[j] == groups[i])
         allk = sum(s[i, j] for j in range(5) if j != i)
         losses.append(-torch.log(pos / allk))
-    assert torch.allclose(info_nce(v, groups, 0.5), torch.stack(losses).mean(), atol=1e-5)
+    assert torch.allclose(info_nce(v, *masks(groups.tolist()), 0.5), torch.stack(losses).mean(), atol=1e-5)
     # a word identical to its own positive would give the self term exp(1/t); it must not be counted
     same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     expected = -math.log(math.e / (math.e + 2))  # positive identical (cos 1), two orthogonal negatives (cos 0)
-    assert math.isclose(float(info_nce(same, torch.tensor([0, 0, 1, 1]), 1.0)), expected, rel_tol=1e-5)
+    assert math.isclose(float(info_nce(same, *masks([0, 0, 1, 1]), 1.0)), expected, rel_tol=1e-5)
     # copies of the same word (same word id) are neither positives nor negatives of each other
     # word 7 in entry 0 (with word 8) and again in entry 1: anchor 0 must not see its own copy (would add e^1)
     vecs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    copies = info_nce(vecs, torch.tensor([0, 1, 0]), 1.0, word_ids=torch.tensor([7, 7, 8]))
+    copies = info_nce(vecs, *masks([0, 1, 0], [7, 7, 8]), 1.0)
     # anchor 0: -log(1 / 1) = 0; anchor 2: -log(1 / (1 + 1)); anchor 1 has no positive
     assert math.isclose(float(copies), math.log(2) / 2, rel_tol=1e-5)
-    assert not math.isclose(float(info_nce(vecs, torch.tensor([0, 1, 0]), 1.0)), math.log(2) / 2, rel_tol=1e-3)
+    assert not math.isclose(float(info_nce(vecs, *masks([0, 1, 0]), 1.0)), math.log(2) / 2, rel_tol=1e-3)
     # no anchor with a positive: zero, still differentiable
     lonely = torch.randn(3, 4, requires_grad=True)
-    out = info_nce(lonely, torch.tensor([0, 1, 2]))
+    out = info_nce(lonely, *masks([0, 1, 2]))
     out.backward()
     assert float(out.detach()) == 0.0 and torch.isfinite(lonely.grad).all()
 
 
-def test_objective_on_a_model_batch_matches_direct_computation(tokenizer: Tokenizer) -> None:
-    model = tiny_model(tokenizer)
+@pytest.mark.parametrize("tied", [True, False])
+def test_objective_on_a_model_batch_matches_direct_computation(tokenizer: Tokenizer, tied: bool) -> None:
+    model = tiny_model(tokenizer, tie_embeddings=tied)
     words = ["horse", "cheval", "window"]
     ids = encode_words(tokenizer, words, 16)
     assert all(len(i) > 1 for i in ids)
     assert ids[0] == tokenizer.encode(" horse", add_special_tokens=False).ids  # the mid-sentence form
-    width = max(map(len, ids))
-    padded = torch.tensor([i + [1] * (width - len(i)) for i in ids])
-    mask = torch.tensor([[j < len(i) for j in range(width)] for i in ids])
-    batch = Batch(padded, mask, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 2]))
-    config = AlignInitConfig(device="cpu")
-    total, lm, aligns = align_losses(model, batch, list(range(4)), config)
-    assert len(aligns) == 4  # embedding, block 1, block 2, lm_head
+    table, mask = pad_ids(ids, 1)
+    batch = make_batch([0, 1, 2], table, mask.sum(1), {0: [0], 1: [0], 2: [1]}.__getitem__)
+    wm = word_model(model)
+    layers = wm.layer_indices("all")
+    # tied: the LM-head rows are the embedding rows, so layer 3 would count layer 0 twice
+    assert layers == ([0, 1, 2] if tied else [0, 1, 2, 3])
+    total, lm, aligns = align_losses(wm, batch, layers, AlignInitConfig(device="cpu"))
     # direct: run each word alone (no padding at all), sum its token states, InfoNCE by hand
     per_word = [model(torch.tensor([i]), labels=torch.tensor([i]), hidden_states=True) for i in ids]
-    for layer in range(4):
+    for layer in layers:
         if layer < 3:
             vecs = torch.stack([o.hidden_states[layer][0].sum(0) for o in per_word])
         else:
@@ -157,13 +166,34 @@ def test_objective_on_a_model_batch_matches_direct_computation(tokenizer: Tokeni
     lm_direct = sum(o.loss * n for o, n in zip(per_word, n_pred, strict=True) if n) / sum(n_pred)
     assert torch.allclose(lm, lm_direct, atol=1e-5)
     assert torch.allclose(total, lm + 0.1 * torch.stack(aligns).mean())
+    with pytest.raises(ValueError, match="tied" if tied else "out of range"):
+        wm.layer_indices([0, 3] if tied else [0, 4])
 
 
-def test_pool_sum_and_mean() -> None:
+def test_pool_sums_real_tokens_and_mean_would_change_nothing() -> None:
     states = torch.arange(12.0).view(1, 3, 4)
     mask = torch.tensor([[True, True, False]])
-    assert pool(states, mask, "sum").tolist() == [[4.0, 6.0, 8.0, 10.0]]
-    assert pool(states, mask, "mean").tolist() == [[2.0, 3.0, 4.0, 5.0]]
+    assert pool(states, mask).tolist() == [[4.0, 6.0, 8.0, 10.0]]
+    # the loss normalises the pooled vector: the mean (sum / length) gives the same loss, hence no option
+    v = torch.randn(4, 8)
+    lengths = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    assert torch.allclose(info_nce(v, *masks([0, 0, 1, 1])), info_nce(v / lengths, *masks([0, 0, 1, 1])))
+
+
+def test_positives_come_from_the_word_graph() -> None:
+    """A word in two entries keeps all its translations as positives, whichever entries the batch drew."""
+    words = ["bank", "banque", "rive", "shore", "river", "fleuve"]
+    entries = [[0, 1, 2], [3, 2], [4, 2, 5]]  # bank: banque, rive; shore: rive; river: rive, fleuve
+    word_entries: dict[int, list[int]] = {w: [e for e, ws in enumerate(entries) if w in ws] for w in range(6)}
+    table, mask = pad_ids([[7]] * len(words), 0)
+    drawn = [0, 1, 2, 3, 2, 5]  # entries 0 (bank banque rive) and 1 (shore rive), and "fleuve" of entry 2
+    batch = make_batch(drawn, table, mask.sum(1), word_entries.__getitem__)
+    pos, exc = batch.positive & ~batch.exclude, batch.exclude
+    assert pos[4, 0] and pos[4, 1] and pos[2, 3]  # rive (drawn for shore) and bank/banque; rive and shore
+    assert not pos[0, 3] and not pos[3, 1]  # bank and shore are not translations of each other
+    assert exc[2, 4] and not pos[2, 4]  # the two copies of "rive": neither positive nor negative
+    assert pos[2, 5] and pos[4, 5]  # rive and fleuve share entry 2 (river's), which the batch did not draw
+    assert not pos[0, 5]
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -186,20 +216,23 @@ def test_batches_keep_entries_together(tokenizer: Tokenizer) -> None:
     entries = lexicon_entries(lexicon_df(), AlignInitConfig())
     batcher = EntryBatcher(tokenizer, entries, AlignInitConfig(batch_size=8), seed=3)
     batch = batcher.next()
-    assert batch.ids.shape == batch.mask.shape and len(batch.groups) == len(batch.ids)
-    assert len(set(batch.groups.tolist())) == 8
-    for g in set(batch.groups.tolist()):
-        words = [
-            batcher.words[w] for w, gg in zip(batch.word_ids.tolist(), batch.groups.tolist(), strict=True) if gg == g
-        ]
-        assert tuple(words) == entries[g]
+    assert batch.ids.shape == batch.mask.shape and batch.positive.shape == (len(batch.ids),) * 2
+    words = [batcher.words[w] for w in batch.word_ids.tolist()]
+    start = 0
+    for _ in range(8):  # 8 whole entries, one after another, each all positives of each other
+        entry = next(e for e in entries if e[0] == words[start])
+        assert tuple(words[start : start + len(entry)]) == entry
+        block = batch.positive[start : start + len(entry), start : start + len(entry)]
+        assert block.all()
+        start += len(entry)
+    assert start == len(words)
+    assert batch.tokens == int(batch.mask.sum()) and len(batch.rows) == int(batch.mask[:, 1:].sum())
     assert (batch.mask[:, 0]).all() and (batch.ids[~batch.mask] == 1).all()  # right padding with <|pad|>
 
 
 def test_config_validation() -> None:
     for bad in [
         {"temperature": 0},
-        {"pooling": "max"},
         {"layers": "some"},
         {"layers": [0, 0]},
         {"layers": [-1]},
@@ -215,10 +248,6 @@ def test_config_validation() -> None:
             AlignInitConfig(**bad)
     config = AlignInitConfig(layers=[0, 3])
     assert config.layers == (0, 3) and asdict(config)["layers"] == (0, 3)
-    assert config.layer_indices(2) == [0, 3]
-    with pytest.raises(ValueError, match="out of range"):
-        config.layer_indices(1)
-    assert AlignInitConfig().layer_indices(2) == [0, 1, 2, 3]
 
 
 def test_train_rejects_too_small_lexicon(tokenizer: Tokenizer) -> None:
@@ -242,7 +271,7 @@ def test_training_aligns_translations_at_every_layer(tokenizer: Tokenizer, train
     model, _ = trained
     untrained = translation_retrieval(tiny_model(tokenizer), tokenizer, PAIRS)
     after = translation_retrieval(model, tokenizer, PAIRS)
-    assert [r["name"] for r in after] == ["embedding", "block 1", "block 2", "lm_head"]
+    assert [r["name"] for r in after] == ["embedding", "block 1", "block 2"]  # tied: the head is the embedding
     chance = after[0]["chance"]
     for before, r in zip(untrained, after, strict=True):
         assert r["accuracy"] > max(3 * chance, 0.5), r
@@ -257,7 +286,7 @@ def test_training_metrics_and_lm_loss_decrease(trained) -> None:
     _, metrics = trained
     assert [m["step"] for m in metrics] == list(range(10, 151, 10))
     first, last = metrics[0], metrics[-1]
-    assert set(first["align_layers"]) == {"embedding", "block 1", "block 2", "lm_head"}
+    assert set(first["align_layers"]) == {"embedding", "block 1", "block 2"}
     assert last["lm_loss"] < first["lm_loss"] - 0.5
     assert last["align_loss"] < first["align_loss"]
     assert all(math.isclose(m["loss"], m["lm_loss"] + 0.1 * m["align_loss"], rel_tol=1e-4) for m in metrics)
@@ -284,8 +313,6 @@ def test_word_vectors_pool_like_training(tokenizer: Tokenizer) -> None:
     assert emb.shape == (2, model.config.dim)
     assert torch.allclose(emb[0], model.embed.weight[ids].sum(0).detach(), atol=1e-6)
     assert torch.allclose(word_vectors(model, tokenizer, ["montagne"], -1)[0], emb[0], atol=1e-6)  # tied head
-    mean = word_vectors(model, tokenizer, ["montagne"], 0, pooling="mean")
-    assert torch.allclose(mean[0], emb[0] / len(ids), atol=1e-6)
 
 
 def test_text_loss(tokenizer: Tokenizer, tmp_path: Path) -> None:

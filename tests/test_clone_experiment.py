@@ -11,6 +11,7 @@ from test_clone import english_lines
 
 from prealign.codeswitch.tokenizer import load_tokenizer
 from prealign.pipelines.clone_experiment import CONDITIONS, EXTRA_CONDITIONS, PRESETS
+from prealign.train import checkpoint
 from prealign.train.checkpoint import load_model
 from prealign.train.clone import clone_text
 from prealign.train.evaluate import text_loss, translation_retrieval
@@ -48,7 +49,7 @@ def test_every_condition_and_seed_is_trained_and_reported(experiment) -> None:
     cfg = PRESETS["test"]
     for run in results["runs"]:
         assert [p["step"] for p in run["curve"]] == [cfg.steps // 2, cfg.steps]
-        state = json.loads((out / run["run"] / "state.json").read_text("utf-8"))
+        state = json.loads((checkpoint.latest_checkpoint(out / run["run"]) / "state.json").read_text("utf-8"))
         assert state["step"] == cfg.steps  # equal budgets: every condition ran all its steps
     assert results["data"]["lexicon_quality"]["all"]["p@1"] == 1.0  # the aligner recovers the clone identity
 

@@ -17,7 +17,8 @@ from prealign.errors import InputError
 from prealign.shards import SCHEMA_VERSION, read_rows, rows_from_lists, shard_name, write_manifest, write_shard
 from prealign.train import checkpoint
 from prealign.train.plot import plot_run
-from prealign.train.pretrain import PretrainConfig, pretrain, read_metrics, split_shards
+from prealign.train.pretrain import PretrainConfig, pretrain, read_metrics
+from prealign.train.pretrain_data import TrainStream, split_rows
 
 ROW_TOKENS = 33
 SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the teacher", "a child"]
@@ -146,7 +147,7 @@ def test_loss_falls_and_metrics_rows(full_run: Path) -> None:
     assert info["stage"] == "pretrain" and info["step"] == 60
     assert info["tokenizer_sha256"] and info["tokenizer_path"].endswith("tokenizer.json")
     assert info["config"]["steps"] == 60
-    state = json.loads((full_run / "state.json").read_text())
+    state = json.loads((checkpoint.latest_checkpoint(full_run) / "state.json").read_text())
     assert state["step"] == 60 and set(state["data"]) == {"epoch", "rows_consumed"}
 
 
@@ -200,12 +201,11 @@ def test_minus_100_labels_carry_no_loss(data: dict, full_run: Path) -> None:
     manifest = json.loads((shards / "manifest.json").read_text())
     init = full_run  # a trained model (same corpus, so the same tokenizer): per-position losses differ
     model, _ = checkpoint.load_model(init)
-    split = split_shards(manifest, 0.5)
-    assert len(split.train) == 1
-    train_file, n_rows, _ = split.train[0]
-    rows = read_rows(shards / train_file, n_rows)
-    ids = torch.from_numpy(rows.input_ids.astype(np.int64)).view(n_rows, ROW_TOKENS)
-    labels = torch.from_numpy(rows.labels.astype(np.int64)).view(n_rows, ROW_TOKENS)
+    split = split_rows(manifest, 0.5)
+    n_rows = len(split.train_rows)
+    rows = TrainStream(shards, split, seed=0).take(n_rows)
+    ids = torch.from_numpy(np.stack([r[0] for r in rows]).astype(np.int64))
+    labels = torch.from_numpy(np.stack([r[1] for r in rows]).astype(np.int64))
     assert (labels == -100).any()
     # one step over every training row (order does not matter: the loss is a token-weighted mean)
     cfg = replace(BASE, steps=1, batch_size=n_rows // 2, grad_accum=2, eval_fraction=0.5)
@@ -233,11 +233,14 @@ def test_cpu_uses_float32_and_split(data: dict) -> None:
     model, _ = checkpoint.load_model(data["root"] / "short")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     manifest = json.loads((data["shards"] / "manifest.json").read_text())
-    split = split_shards(manifest, 0.34)
-    assert len(split.train) == 2 and len(split.eval_rows) == 1
+    split = split_rows(manifest, 0.34)
+    total = sum(e["rows"] for e in manifest["shards"])
+    assert len(split.eval_rows) == round(0.34 * total) and len(split.train_rows) == total - len(split.eval_rows)
+    assert sorted({*split.eval_rows.tolist(), *split.train_rows.tolist()}) == list(range(total))
     single = {"shards": [{"file": "a", "rows": 10}]}
-    s = split_shards(single, 0.2)
-    assert s.train == [("a", 10, 8)] and s.eval_rows == [("a", 10, 8, 10)]
+    s = split_rows(single, 0.2)
+    assert s.eval_rows.tolist() == [2, 7] and len(s.train_rows) == 8
+    assert len(split_rows({"shards": [{"file": "a", "rows": 1}]}, 0.5).eval_rows) == 0  # one row: no evaluation
 
 
 def test_plot_writes_png(data: dict, full_run: Path) -> None:
@@ -256,3 +259,49 @@ def test_plot_writes_png(data: dict, full_run: Path) -> None:
     assert both.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and both.stat().st_size > 5000
     with pytest.raises(InputError):
         plot_run(data["root"] / "no-such-run")
+
+
+def test_a_two_file_switch_run_is_mixed_in_every_batch_and_in_evaluation(tmp_path: Path) -> None:
+    """`switch a.txt b.txt` packs the inputs one after the other; training and evaluation must see both."""
+    from conftest import cli, lexicon_frame
+
+    from prealign.codeswitch.tokenizer import load_tokenizer
+    from prealign.shards import ShardDataset
+    from prealign.train.pretrain_data import eval_rows
+
+    lower = _corpus(tmp_path / "a.txt", docs=400)
+    upper = [t.upper() for t in _corpus(tmp_path / "unused.txt", docs=400, seed=3)]
+    (tmp_path / "b.txt").write_text("\n".join(upper) + "\n", "utf-8")
+    (tmp_path / "corpus.txt").write_text("\n".join(lower + upper) + "\n", "utf-8")
+    tok = train_tokenizer([tmp_path / "corpus.txt"], vocab_size=300)
+    save_tokenizer(tok, tmp_path / "tokenizer.json")
+    lexicon_frame([("cat", "CAT", 0.9, 0.9)]).write_parquet(tmp_path / "lex.parquet")
+    shards = tmp_path / "shards"
+    inputs = (tmp_path / "a.txt", tmp_path / "b.txt")
+    cli("switch", *inputs, "--lexicon", tmp_path / "lex.parquet", "--tokenizer", tmp_path / "tokenizer.json",
+        "--ratio", 0.05, "--seq-len", 32, "--shard-rows", 40, "-o", shards, "-q")  # fmt: skip
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json")
+
+    def source(ids: np.ndarray) -> str:
+        text = tokenizer.decode(ids.tolist())
+        return "b" if sum(c.isupper() for c in text) > sum(c.islower() for c in text) else "a"
+
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert len(manifest["shards"]) >= 6
+    all_rows = [r for s in manifest["shards"] for r in [read_rows(shards / s["file"], s["rows"])]]
+    in_order = [
+        source(rows.input_ids[rows.offsets[i] : rows.offsets[i + 1]]) for rows in all_rows for i in range(len(rows))
+    ]
+    assert in_order[:64].count("b") == 0  # the shards hold input a first, then input b
+
+    split = split_rows(manifest, 0.05)
+    first = TrainStream(shards, split, seed=0).take(64)
+    counts = {s: sum(source(ids) == s for ids, _ in first) for s in "ab"}
+    assert min(counts.values()) >= 16, counts  # both inputs among the first 64 training rows
+    for batch in range(4):  # and in each batch of 16 (reading shard by shard gave batches of one input)
+        assert {source(ids) for ids, _ in first[16 * batch : 16 * (batch + 1)]} == {"a", "b"}, batch
+    dataset = iter(ShardDataset(shards, seed=0))
+    dataset_first = [source(next(dataset)["input_ids"].numpy()) for _ in range(64)]
+    assert min(dataset_first.count("a"), dataset_first.count("b")) >= 16
+    held = [source(ids) for ids, _ in eval_rows(shards, split, 8)]
+    assert held.count("a") >= 3 and held.count("b") >= 3  # evaluation reads both inputs too

@@ -277,7 +277,12 @@ def test_ranks_and_workers_split_every_row_once(shard_dir: Path) -> None:
     assert sorted(seen) == everything  # disjoint ranks, every row once
     # the 4 parts of the (rank, worker) grid are disjoint and cover the epoch's order
     parts = [
-        [(i, int(r)) for i, idx in plan_rows(SHARD_ROWS, shuffle=True, seed=3, epoch=2, part=p, parts=4) for r in idx]
+        list(
+            zip(
+                *(a.tolist() for a in plan_rows(SHARD_ROWS, shuffle=True, seed=3, epoch=2, part=p, parts=4)),
+                strict=True,
+            )
+        )
         for p in range(4)
     ]
     flat = [x for part in parts for x in part]

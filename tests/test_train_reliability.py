@@ -127,6 +127,13 @@ def test_second_run_into_a_busy_run_directory_fails_at_once(
     cli(*args)  # the lock is gone with the process that held it
 
 
+def ck(run: Path) -> Path:
+    """The run's checkpoint directory (the newest)."""
+    found = checkpoint.latest_checkpoint(run)
+    assert found is not None, run
+    return found
+
+
 def copy_half(data: dict[str, Path], tmp_path: Path) -> Path:
     run = tmp_path / "half"
     shutil.copytree(data["half"], run)
@@ -140,7 +147,7 @@ def test_resume_refuses_options_that_differ_from_the_record(
     run = copy_half(data, tmp_path)
     before = snapshot(run)
     line = fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", *option,
-                 names=run / "run.json")  # fmt: skip
+                 names=ck(run) / "run.json")  # fmt: skip
     assert f"{option[0]} " in line and "differs from the run's" in line
     assert snapshot(run) == before
 
@@ -148,7 +155,7 @@ def test_resume_refuses_options_that_differ_from_the_record(
 def test_resume_takes_the_recorded_options(data: dict[str, Path], tmp_path: Path) -> None:
     run = copy_half(data, tmp_path)
     res = cli("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q")
-    assert json.loads(res.stdout)["step"] == 4 and json.loads((run / "state.json").read_text())["step"] == 4
+    assert json.loads(res.stdout)["step"] == 4 and json.loads((ck(run) / "state.json").read_text())["step"] == 4
     other = tmp_path / "other-shards"
     shutil.copytree(data["shards"], other)
     shutil.copytree(data["half"], tmp_path / "half2")
@@ -176,9 +183,9 @@ STATE_EDITS = {
 @pytest.mark.parametrize("edit", list(STATE_EDITS))
 def test_resume_refuses_an_edited_state(data: dict[str, Path], tmp_path: Path, edit: str) -> None:
     run = copy_half(data, tmp_path)
-    _edit_json(run / "state.json", STATE_EDITS[edit])
+    _edit_json(ck(run) / "state.json", STATE_EDITS[edit])
     before = snapshot(run)
-    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run / "state.json")
+    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=ck(run) / "state.json")
     assert snapshot(run) == before
 
 
@@ -194,9 +201,9 @@ def test_resume_refuses_an_edited_state(data: dict[str, Path], tmp_path: Path, e
 )
 def test_resume_refuses_invalid_json(data: dict[str, Path], tmp_path: Path, name: str, text: str | bytes) -> None:
     run = copy_half(data, tmp_path)
-    (run / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    (ck(run) / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     before = snapshot(run)
-    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run / name)
+    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=ck(run) / name)
     assert snapshot(run) == before
 
 
@@ -207,10 +214,10 @@ def test_resume_refuses_invalid_json(data: dict[str, Path], tmp_path: Path, name
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_resume_refuses_corrupt_safetensors(data: dict[str, Path], tmp_path: Path, name: str, damage: str) -> None:
     run = copy_half(data, tmp_path)
-    raw = (run / name).read_bytes()
-    (run / name).write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"\x07" * 64)
+    raw = (ck(run) / name).read_bytes()
+    (ck(run) / name).write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"\x07" * 64)
     before = snapshot(run)
-    line = fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run / name)
+    line = fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=ck(run) / name)
     assert "corrupt or truncated safetensors" in line
     assert snapshot(run) == before
 
@@ -228,11 +235,11 @@ def test_init_with_corrupt_weights_is_refused(data: dict[str, Path], tmp_path: P
 @pytest.mark.parametrize("vocab", [200, 400])
 def test_edited_vocab_size_that_no_longer_fits_is_refused(data: dict[str, Path], tmp_path: Path, vocab: int) -> None:
     run = copy_half(data, tmp_path)
-    _edit_json(run / "run.json", lambda r: r["model"].update(vocab_size=vocab))
+    _edit_json(ck(run) / "run.json", lambda r: r["model"].update(vocab_size=vocab))
     line = fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run)
     assert "model.safetensors" in line and "shape" in line
-    _edit_json(run / "run.json", lambda r: r["model"].update(vocab_size="300"))
-    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run / "run.json")
+    _edit_json(ck(run) / "run.json", lambda r: r["model"].update(vocab_size="300"))
+    fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=ck(run) / "run.json")
 
 
 def test_init_smaller_than_the_shards_tokenizer_is_refused(data: dict[str, Path], tmp_path: Path) -> None:
@@ -268,7 +275,7 @@ def test_pretrain_that_diverges_stops_and_keeps_the_last_good_checkpoint(data: d
     out = tmp_path / "run"
     line = fails(*pretrain_cli(data, out, "--lr", "1e30", "--save-every", 1, "--warmup", 0), names=out)
     assert "training diverged" in line and "the last checkpoint is kept" in line
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads((ck(out) / "state.json").read_text())
     model, _ = checkpoint.load_model(out)
     assert state["step"] >= 1 and all(torch.isfinite(p).all() for p in model.parameters())
     metrics = out / "metrics.jsonl"  # no NaN row is logged
@@ -367,7 +374,7 @@ def test_damaged_shards_fail_before_the_first_step(data: dict[str, Path], tmp_pa
 
 def _checkpoint_bytes(run: Path) -> int:
     return sum(
-        (run / n).stat().st_size for n in ("model.safetensors", "optimizer.safetensors", "run.json", "state.json")
+        (ck(run) / n).stat().st_size for n in ("model.safetensors", "optimizer.safetensors", "run.json", "state.json")
     )
 
 
@@ -391,10 +398,10 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert res.stderr == f"error: {out}: no space left on device\n"
     # the step-1 checkpoint is whole: the same bytes as a run that stopped there, and nothing half-written beside it
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads((ck(out) / "state.json").read_text())
     assert state["step"] == 1
     for name in ("model.safetensors", "optimizer.safetensors"):
-        assert (out / name).read_bytes() == (reference / name).read_bytes()
+        assert (ck(out) / name).read_bytes() == (ck(reference) / name).read_bytes()
     checkpoint.load_model(out)
 
 
@@ -427,4 +434,7 @@ def test_train_run_directories_honour_the_umask(data: dict[str, Path], tmp_path:
                       (tmp_path / "pre", pretrain_cli(data, tmp_path / "pre", "--steps", 1))]:  # fmt: skip
         cli(*args)
         assert out.stat().st_mode & 0o777 == umask[0]
-        assert _modes(out) == {umask[1]}, sorted(p.name for p in out.iterdir())
+        files = [p for p in out.rglob("*") if p.is_file()]
+        assert {p.stat().st_mode & 0o777 for p in files} == {umask[1]}, sorted(p.name for p in files)
+        dirs = [p for p in out.rglob("*") if p.is_dir()]  # the checkpoint directory of a pretraining run
+        assert {p.stat().st_mode & 0o777 for p in dirs} <= {umask[0]}

@@ -1,25 +1,29 @@
 """Alignment initialisation (PreAlign step 2): pull the representations of translations together.
 
-Each lexicon *entry* is a source word and its translations; all words of an entry are positives of each other.
-Every word is fed to the model *alone* (no context). Words are encoded with a leading space (``" word"``),
-which is how a byte-level BPE tokenizer (``add_prefix_space=False``) sees a word in the middle of a sentence
-(``Ġword``); that is the form the model meets in pretraining text. Token ids are cut at ``max_word_tokens``.
+Each lexicon *entry* is a source word and its translations. Positives come from the lexicon's word graph: two
+words are positives when they share an entry anywhere in the lexicon (one translates the other, or both
+translate one word), whichever entries the batch drew, so a known translation is never a negative. Every word
+is fed to the model *alone* (no context), encoded with a leading space (``" word"``), which is how a byte-level
+BPE tokenizer (``add_prefix_space=False``) sees a word in the middle of a sentence (``Ġword``); token ids are
+cut at ``max_word_tokens``.
 
-At every selected layer — 0 = embedding output, 1..L = block outputs, L+1 = the LM-head rows of the word's
-token ids (``model.lm_head.weight[ids]``; with tied embeddings this equals layer 0) — the word's token states
-are pooled (sum over real tokens, or mean) and L2-normalised. The contrastive loss is multi-positive InfoNCE
-with the sum of positives *inside* the log (SupCon's "L_in" variant)::
+At every layer (:mod:`prealign.train.word_model`: 0 = embedding output, 1..L = block outputs, L+1 = the LM-head
+rows of the word's tokens when the head is not tied to the embedding) the word's token states are summed and
+L2-normalised. The contrastive loss is multi-positive InfoNCE with the sum of positives *inside* the log
+(SupCon's "L_in" variant)::
 
-    loss_i = -log( sum_{p in P(i)} exp(s_ip / t) / sum_{k != i} exp(s_ik / t) )
+    loss_i = -log( sum_{p in P(i)} exp(s_ip / t) / sum_{k not in X(i)} exp(s_ik / t) )
 
-averaged over anchors i with at least one positive. ``k != i`` also excludes other copies of the *same word*
+averaged over anchors i with at least one positive; X(i) is i itself and other copies of the *same word*
 (identical string) in the batch: a word is never its own positive or negative. Total loss = next-token LM
-loss on the words (each word alone; labels = ids, padding -100; the first token has no target) +
-``align_weight`` x the mean of the contrastive losses over layers.
+loss on the words (each word alone; the first token has no target) + ``align_weight`` x the mean of the
+contrastive losses over layers.
 
 Batches are right-padded. Under a causal mask the states of real tokens never see the padding on their right,
-so the model runs with plain causal attention (fast kernels) and the padding mask is used only for pooling and
-labels; the result equals running with ``attention_mask``.
+so our model runs with plain causal attention (fast kernels) and the padding mask is used only for pooling and
+targets. Everything a step needs from the batch (positives, target positions, token counts) is computed on
+the host when the batch is made, and losses are read back only at the logging interval: a step never waits
+on the GPU.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +41,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from prealign.train.model import Transformer
 from prealign.train.runtime import DEVICE_PATTERN, TrainingDiverged, check_number, resolve_device, warmup_cosine
-
-POOLINGS = ("sum", "mean")
+from prealign.train.word_model import WordModel, next_token_loss, pool, word_model
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,7 @@ class AlignInitConfig:
 
     temperature: float = 0.1
     align_weight: float = 0.1
-    pooling: str = "sum"
-    layers: str | tuple[int, ...] = "all"  # "all" or layer indices (0 embedding, 1..L blocks, L+1 LM head)
+    layers: str | tuple[int, ...] = "all"  # "all" or layer indices (0 embedding, 1..L blocks, L+1 untied LM head)
     steps: int = 2000
     batch_size: int = 256  # lexicon entries per step
     lr: float = 1e-3
@@ -86,7 +88,6 @@ class AlignInitConfig:
         if self.grad_clip is not None:
             check_number("grad_clip", self.grad_clip, 0, open_low=True)
         checks = [
-            (self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}"),
             (self.steps >= 1, "steps must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
             (self.warmup >= 0, "warmup must be >= 0"),
@@ -102,22 +103,6 @@ class AlignInitConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    def layer_indices(self, n_layers: int) -> list[int]:
-        """The layer indices for a model of ``n_layers`` blocks (ValueError when one is out of range)."""
-        if self.layers == "all":
-            return list(range(n_layers + 2))
-        bad = [i for i in self.layers if i > n_layers + 1]
-        if bad:
-            raise ValueError(f"layer indices {bad} out of range: the model has layers 0..{n_layers + 1}")
-        return list(self.layers)
-
-
-def layer_name(index: int, n_layers: int) -> str:
-    """``embedding`` (0), ``block i`` (1..L) or ``lm_head`` (L+1)."""
-    if index == 0:
-        return "embedding"
-    return "lm_head" if index == n_layers + 1 else f"block {index}"
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -184,86 +169,86 @@ def pad_token_id(tokenizer: Tokenizer) -> int:
 # ---------------------------------------------------------------------------------------------------- objective
 
 
-def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str = "sum") -> torch.Tensor:
-    """Pool ``[N, T, D]`` token states over the real tokens of ``mask`` ``[N, T]`` into ``[N, D]`` (float32)."""
-    m = mask.to(states.device, torch.float32).unsqueeze(-1)
-    pooled = (states.float() * m).sum(1)
-    if pooling == "mean":
-        return pooled / m.sum(1).clamp_min(1.0)
-    if pooling != "sum":
-        raise ValueError(f"unknown pooling {pooling!r}")
-    return pooled
-
-
-def pooled_layers(
-    model: Transformer,
-    hidden: Sequence[torch.Tensor],
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    layers: Sequence[int],
-    pooling: str = "sum",
-) -> list[torch.Tensor]:
-    """Pooled word vectors ``[N, D]`` at each of ``layers`` (``hidden`` = embedding output + block outputs)."""
-    out = []
-    for index in layers:
-        states = hidden[index] if index < len(hidden) else model.lm_head.weight[ids]
-        out.append(pool(states, mask, pooling))
-    return out
-
-
 def info_nce(
-    vectors: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1, word_ids: torch.Tensor | None = None
+    vectors: torch.Tensor, positive: torch.Tensor, exclude: torch.Tensor, temperature: float = 0.1
 ) -> torch.Tensor:
     """Multi-positive InfoNCE over in-batch negatives (see the module docstring for the exact form).
 
-    ``vectors`` ``[N, D]`` (normalised here), ``groups`` ``[N]``: words of the same group are positives.
-    ``word_ids`` ``[N]`` marks copies of the same word, which are excluded like the diagonal. Returns the mean
-    over anchors that have a positive (0 with a gradient path when none has).
+    ``vectors`` ``[N, D]`` (normalised here); ``positive`` ``[N, N]`` marks positive pairs; ``exclude`` ``[N, N]``
+    marks pairs that are neither (the diagonal, copies of the same word). Returns the mean over anchors that
+    have a positive, 0 with a gradient path when none has; nothing in it waits on the device.
     """
     z = F.normalize(vectors.float(), dim=-1)
     logits = z @ z.T / temperature
-    n = len(z)
-    same = torch.eye(n, dtype=torch.bool, device=z.device)
-    if word_ids is not None:
-        same = same | (word_ids[:, None] == word_ids[None, :])
-    positive = (groups[:, None] == groups[None, :]) & ~same
+    positive = positive & ~exclude
     has_positive = positive.any(1)
-    if not bool(has_positive.any()):
-        return logits.sum() * 0.0
     # a large finite negative instead of -inf: exp() is exactly 0 and no NaN reaches the gradient
     neg_big = -1e4
-    log_all = torch.logsumexp(logits.masked_fill(same, neg_big), dim=1)
+    log_all = torch.logsumexp(logits.masked_fill(exclude, neg_big), dim=1)
     log_pos = torch.logsumexp(logits.masked_fill(~positive, neg_big), dim=1)
-    return (log_all - log_pos)[has_positive].mean()
+    per_anchor = torch.where(has_positive, log_all - log_pos, torch.zeros_like(log_all))
+    return per_anchor.sum() / has_positive.sum().clamp_min(1)
 
 
 @dataclass
 class Batch:
-    """Words of a batch of entries: ids/mask ``[N, T]``, entry index and word index per word."""
+    """Words of a batch of entries, with what the objective needs, made on the host.
+
+    ``ids``/``mask`` ``[N, T]``; ``positive``/``exclude`` ``[N, N]`` (see :func:`info_nce`); ``rows``/``cols``
+    the positions whose next token is a target; ``word_ids`` ``[N]`` the index of each word; ``tokens`` the
+    number of real tokens.
+    """
 
     ids: torch.Tensor
     mask: torch.Tensor
-    groups: torch.Tensor
+    positive: torch.Tensor
+    exclude: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
     word_ids: torch.Tensor
+    tokens: int
 
-    def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.ids, self.mask, self.groups, self.word_ids)))
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        moved = [t.to(device, non_blocking=non_blocking) for t in astuple(self)[:-1]]
+        return Batch(*moved, self.tokens)
+
+    def pin_memory(self) -> Batch:
+        return Batch(*(t.pin_memory() for t in astuple(self)[:-1]), self.tokens)
+
+
+def make_batch(word_ids: Sequence[int], table: torch.Tensor, lengths: torch.Tensor, entries_of) -> Batch:
+    """The :class:`Batch` of words ``word_ids`` (rows of ``table``); ``entries_of(w)`` lists the lexicon entries
+    word ``w`` belongs to, which decides the positives."""
+    index = torch.tensor(word_ids, dtype=torch.long)
+    width = int(lengths[index].max())
+    ids = table[index, :width]
+    mask = torch.arange(width)[None, :] < lengths[index][:, None]
+    n = len(word_ids)
+    positive = torch.zeros(n, n, dtype=torch.bool)
+    rows_of: dict[int, list[int]] = {}
+    for row, w in enumerate(word_ids):
+        for e in entries_of(w):
+            rows_of.setdefault(e, []).append(row)
+    for rows in rows_of.values():
+        if len(rows) > 1:
+            r = torch.tensor(rows)
+            positive[r[:, None], r[None, :]] = True
+    exclude = index[:, None] == index[None, :]
+    rows, cols = mask[:, 1:].nonzero(as_tuple=True)
+    return Batch(ids, mask, positive, exclude, rows, cols, index, int(mask.sum()))
 
 
 def align_losses(
-    model: Transformer, batch: Batch, layers: Sequence[int], config: AlignInitConfig
+    wm: WordModel, batch: Batch, layers: Sequence[int], config: AlignInitConfig
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """``(total, lm_loss, [contrastive loss per layer])`` for one batch."""
-    out = model(batch.ids, hidden_states=True, logits=False)
-    # next-token loss inside each word: logits only where there is a target (most words are one token)
-    targets = batch.mask[:, 1:]
-    last = out.hidden_states[-1][:, :-1][targets]
-    if len(last):
-        lm = F.cross_entropy(model.lm_head(model.norm(last)).float(), batch.ids[:, 1:][targets])
+    hidden = wm.hidden(batch.ids, batch.mask)
+    if len(batch.rows):  # known on the host: no sync
+        lm = next_token_loss(wm, hidden[-1], batch.ids, batch.rows, batch.cols)
     else:
-        lm = out.hidden_states[-1].sum() * 0.0
-    vectors = pooled_layers(model, out.hidden_states, batch.ids, batch.mask, layers, config.pooling)
-    aligns = [info_nce(v, batch.groups, config.temperature, batch.word_ids) for v in vectors]
+        lm = hidden[-1].sum() * 0.0
+    vectors = [pool(wm.layer_states(hidden, batch.ids, i), batch.mask) for i in layers]
+    aligns = [info_nce(v, batch.positive, batch.exclude, config.temperature) for v in vectors]
     total = lm + config.align_weight * torch.stack(aligns).mean()
     return total, lm, aligns
 
@@ -279,6 +264,10 @@ class EntryBatcher:
         vocab: dict[str, int] = {}
         self.entries = [[vocab.setdefault(w, len(vocab)) for w in entry] for entry in entries]
         self.words = list(vocab)
+        self.word_entries: list[list[int]] = [[] for _ in self.words]
+        for e, words in enumerate(self.entries):
+            for w in words:
+                self.word_entries[w].append(e)
         ids = encode_words(tokenizer, self.words, config.max_word_tokens, config.prefix_space)
         self.table, mask = pad_ids(ids, pad_token_id(tokenizer))
         self.lengths = mask.sum(1)
@@ -293,12 +282,7 @@ class EntryBatcher:
                 self._order = torch.randperm(len(self.entries), generator=self.generator).tolist()
             chosen.append(self._order.pop())
         words = [w for e in chosen for w in self.entries[e]]
-        groups = [e for e in chosen for _ in self.entries[e]]
-        index = torch.tensor(words)
-        width = int(self.lengths[index].max())
-        ids = self.table[index, :width]
-        mask = torch.arange(width)[None, :] < self.lengths[index][:, None]
-        return Batch(ids, mask, torch.tensor(groups), index)
+        return make_batch(words, self.table, self.lengths, self.word_entries.__getitem__)
 
 
 def lr_at(step: int, config: AlignInitConfig) -> float:
@@ -307,62 +291,73 @@ def lr_at(step: int, config: AlignInitConfig) -> float:
 
 
 def train_align_init(
-    model: Transformer,
+    model: torch.nn.Module,
     tokenizer: Tokenizer,
     lexicon_df: pl.DataFrame,
     config: AlignInitConfig | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place on the lexicon; return the metrics of each logged step.
+    """Train ``model`` (ours, or a transformers causal LM) in place on the lexicon; return the metrics of each
+    logged step.
 
     Logged metrics are averages over the steps since the previous log: ``step`` (1-based), ``lr``, ``loss``,
     ``lm_loss``, ``align_loss`` (mean over layers) and ``align_layers`` (``{layer name: loss}``), with ``tokens``
-    (word tokens fed so far). ``progress``
-    is called with each. On CUDA the forward runs under bf16 autocast; on CPU in float32, and the same seed and
-    inputs give identical metrics.
+    (word tokens fed so far). ``progress`` is called with each. On CUDA the forward runs under bf16 autocast,
+    the next batch is made while the GPU works and copied from pinned memory; on CPU in float32, and the same
+    seed and inputs give identical metrics.
     """
     config = config or AlignInitConfig()
-    n_layers = model.config.n_layers
-    layers = config.layer_indices(n_layers)
-    names = [layer_name(i, n_layers) for i in layers]
+    wm = word_model(model)
+    layers = wm.layer_indices(config.layers)
+    names = [wm.name(i) for i in layers]
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-    if vocab > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {vocab} tokens but the model only {model.config.vocab_size}")
+    rows = wm.head_weight().shape[0]
+    if vocab > rows:
+        raise ValueError(f"tokenizer has {vocab} tokens but the model only {rows}")
     entries = lexicon_entries(lexicon_df, config)
     batcher = EntryBatcher(tokenizer, entries, config, config.seed)
-    if batcher.table.size(1) > model.config.max_seq_len:
-        raise ValueError("max_word_tokens is longer than the model's max_seq_len")
+    max_len = getattr(getattr(model, "config", None), "max_seq_len", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    if max_len is not None and batcher.table.size(1) > max_len:
+        raise ValueError("max_word_tokens is longer than the model's maximum sequence length")
     device = resolve_device(config.device)
     model.to(device).train()
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    use_bf16 = device.type == "cuda"
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True if use_bf16 else None)
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True if cuda else None)
+
+    def autocast() -> Any:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+
+    def prepared() -> Batch:
+        batch = batcher.next()
+        return batch.pin_memory().to(device, non_blocking=True) if cuda else batch
 
     metrics: list[dict[str, Any]] = []
-    window: list[list[float]] = []
-    tokens = 0
+    window = torch.zeros(2 + len(layers), device=device)  # summed on the device, read at the log interval
+    window_steps, tokens = 0, 0
+    batch = prepared()
     for step in range(config.steps):
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = batcher.next()
-        tokens += int(batch.mask.sum())
-        batch = batch.to(device)
-        if use_bf16:
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                total, lm, aligns = align_losses(model, batch, layers, config)
-        else:
-            total, lm, aligns = align_losses(model, batch, layers, config)
+        tokens += batch.tokens
+        with autocast():
+            total, lm, aligns = align_losses(wm, batch, layers, config)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        window.append([float(total.detach()), float(lm.detach()), *(float(a.detach()) for a in aligns)])
+        window += torch.stack([total.detach(), lm.detach(), *(a.detach() for a in aligns)]).float()
+        window_steps += 1
+        if step + 1 < config.steps:
+            batch = prepared()  # made on the host while the device runs this step
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
+            mean = (window / window_steps).tolist()
             if not all(math.isfinite(x) for x in mean):
                 raise TrainingDiverged(
                     f"training diverged: the loss became NaN or infinite by step {step + 1} (try a lower --lr)"
@@ -378,7 +373,8 @@ def train_align_init(
                 "tokens": tokens,
             }
             metrics.append(record)
-            window = []
+            window.zero_()
+            window_steps = 0
             if progress is not None:
                 progress(record)
     model.eval()
@@ -404,20 +400,23 @@ def usable_entries(lexicon: Path, config: AlignInitConfig) -> pl.DataFrame:
 
 def run_align_init(
     lexicon: Path,
-    tokenizer_path: Path,
+    tokenizer_path: Path | None,
     output: Path,
     size: str,
     config: AlignInitConfig,
     echo=None,
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
+    hf_model: Path | None = None,
 ) -> dict[str, Any]:
-    """The ``train align-init`` job: a fresh model of ``size`` (with ``overrides`` of its shape), trained on the
-    lexicon, saved in ``output``.
+    """The ``train align-init`` job: a fresh model of ``size`` (with ``overrides`` of its shape), or the
+    transformers causal LM of directory ``hf_model`` (its weights, or a random init from its config.json),
+    trained on the lexicon and saved in ``output``.
 
     Writes ``output/metrics.jsonl`` (rows with ``"stage": "align-init"``) and the run directory, holding it
     locked (:func:`prealign.train.rundir.run_session`): a run already there is refused unless ``overwrite``, and
-    a failed run leaves nothing behind.
+    a failed run leaves nothing behind. A transformers model's run directory is itself a transformers model
+    directory (``save_pretrained`` plus the tokenizer files), with ``run.json`` beside.
     """
     from prealign.codeswitch.tokenizer import load_tokenizer, tokenizer_info
     from prealign.errors import InputError
@@ -426,15 +425,38 @@ def run_align_init(
     from prealign.train.rundir import run_session
 
     resolve_device(config.device)
+    if hf_model is not None:
+        from prealign.train.hf_models import hf_tokenizer_path, load_hf_model
+
+        tokenizer_path = hf_tokenizer_path(hf_model, tokenizer_path)
+    elif tokenizer_path is None:
+        raise InputError("--tokenizer is required (or --hf-model with a tokenizer.json)")
     tok = load_tokenizer(tokenizer_path)
     info = tokenizer_info(tok)
-    cfg = model_config(size, info.vocab_size, **(overrides or {}))
-    config.layer_indices(cfg.n_layers)
     df = usable_entries(lexicon, config)
+    pretrained = False
+    if hf_model is None:
+        torch.manual_seed(config.seed)
+        model: torch.nn.Module = Transformer(model_config(size, info.vocab_size, **(overrides or {})))
+    else:
+        model, pretrained = load_hf_model(hf_model, config.seed)
+    try:
+        word_model(model).layer_indices(config.layers)
+    except ValueError as exc:
+        raise InputError(f"--layers: {exc}") from None
+    record = {
+        "tokenizer_sha256": info.sha256,
+        "tokenizer_path": str(Path(tokenizer_path).resolve()),
+        "stage": "align-init",
+        "lexicon": str(Path(lexicon).resolve()),
+        "align_init": asdict(config),
+    }
+    if hf_model is None:
+        record.update(model_name=size, model_overrides=dict(overrides or {}))
+    else:
+        record.update(hf_model=str(Path(hf_model).resolve()), hf_pretrained=pretrained, hf_class=type(model).__name__)
     metrics: list[dict[str, Any]] = []
     with run_session(output, overwrite=overwrite) as session:
-        torch.manual_seed(config.seed)
-        model = Transformer(cfg)
         with (output / "metrics.jsonl").open("w", encoding="utf-8") as fh:
 
             def progress(row: dict[str, Any]) -> None:
@@ -454,18 +476,12 @@ def run_align_init(
                 raise TrainingDiverged(exc.message, output) from None
             except ValueError as exc:  # e.g. a word with no tokens
                 raise InputError(str(exc), lexicon) from None
-        save_model(
-            output,
-            model.cpu(),
-            {
-                "tokenizer_sha256": info.sha256,
-                "tokenizer_path": str(Path(tokenizer_path).resolve()),
-                "stage": "align-init",
-                "lexicon": str(Path(lexicon).resolve()),
-                "model_name": size,
-                "model_overrides": dict(overrides or {}),
-                "align_init": asdict(config),
-            },
-        )
+        if hf_model is None:
+            save_model(output, model.cpu(), record)
+        else:
+            from prealign.train.hf_models import save_hf_run
+
+            save_hf_run(output, model.cpu(), Path(tokenizer_path), record)
         session.saved = True
-    return {"steps": config.steps, "parameters": model.num_parameters(), "run_dir": str(output), "last": metrics[-1:]}
+    parameters = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return {"steps": config.steps, "parameters": parameters, "run_dir": str(output), "last": metrics[-1:]}

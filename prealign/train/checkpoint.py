@@ -1,12 +1,16 @@
 """Run directories: model weights in safetensors, JSON for everything else; never unpickled.
 
-A run directory holds ``model.safetensors`` (weights), ``run.json`` (model config, tokenizer sha256 and path,
-what made the run), and, for resumable training, ``state.json`` plus ``optimizer.safetensors``.
+A run directory holds ``model.safetensors`` (weights) and ``run.json`` (model config, tokenizer sha256 and path,
+what made the run): the model that ``--init``, ``export-model`` and ``train eval`` read. A pretraining run also
+holds its latest resumable checkpoint, one directory ``checkpoint-NNNNNNNN`` (the step) with the weights,
+``run.json``, ``optimizer.safetensors`` and ``state.json`` (step, data position, RNG states).
 
-A checkpoint is written in two phases: every file goes to a temporary name first, and only when all are
-written are they renamed into place (``state.json`` last). A failure while writing (a full disk, a kill)
-therefore leaves the previous checkpoint whole. Both safetensors files record the checkpoint's step in their
-metadata, as ``run.json`` and ``state.json`` do, so a checkpoint mixed from two saves is refused on resume.
+A checkpoint is written whole into a hidden staging directory, then renamed into place in one step: a kill at
+any moment leaves either the previous checkpoint or the new one, never a mix. Then older checkpoints are
+retired (renamed to a hidden name, then removed) and the top-level ``model.safetensors`` and ``run.json`` are
+replaced by hard links to the new checkpoint's files (``run.json`` last). Readers take the newest checkpoint
+directory when there is one, so a kill between those last steps is invisible to them, and the next save or
+resume finishes the job (:func:`tidy`). A staging or retired directory left by a kill is removed then too.
 
 Every read is checked: an unreadable, truncated or edited file is an :class:`InputError` naming it.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +31,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from prealign.errors import InputError
-from prealign.textio import json_type, temp_file
+from prealign.textio import json_type, remove_temporaries, temp_dir, temp_file
 from prealign.train.model import ModelConfig, Transformer
 
 WEIGHTS, RUN, STATE, OPTIMIZER = "model.safetensors", "run.json", "state.json", "optimizer.safetensors"
+CHECKPOINT = re.compile(r"checkpoint-(\d{8})")
+# hidden names of a checkpoint being written or retired (temp_dir's ".NAME.TAG-*")
+STAGING = re.compile(r"\.checkpoint-\d{8}\.(saving|retired)-.+")
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
@@ -76,12 +85,74 @@ def save_model(run_dir: Path, model: Transformer, info: dict[str, Any]) -> None:
     write_files(_model_files(Path(run_dir), model, info))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a new file (every write of a checkpoint goes through here)."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The checkpoint directories of ``run_dir``, oldest first, as (step, path)."""
+    found = []
+    if Path(run_dir).is_dir():
+        for p in Path(run_dir).iterdir():
+            m = CHECKPOINT.fullmatch(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint directory of ``run_dir`` (None when there is none)."""
+    found = checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def _retire(path: Path) -> None:
+    """Remove a directory: first renamed to a hidden name in one step (so it is never seen half-removed)."""
+    hidden = temp_dir(path, tag="retired")
+    os.rename(path, hidden / path.name)
+    shutil.rmtree(hidden)
+
+
+def _publish(run_dir: Path, source: Path) -> None:
+    """Make the top-level weights and run.json the files of checkpoint ``source`` (hard links; copies where the
+    file system has no links), run.json last."""
+    for name in (WEIGHTS, RUN):
+        fd, tmp = temp_file(run_dir / name)
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            os.link(source / name, tmp)
+        except OSError:
+            shutil.copyfile(source / name, tmp)
+        os.replace(tmp, run_dir / name)
+
+
+def tidy(run_dir: Path) -> None:
+    """Finish what a killed save left: remove staging and retired directories and older checkpoints, and make
+    the top-level model the newest checkpoint's."""
+    run_dir = Path(run_dir)
+    for p in list(run_dir.iterdir()) if run_dir.is_dir() else []:
+        if STAGING.fullmatch(p.name) and p.is_dir():
+            shutil.rmtree(p)
+    remove_temporaries([run_dir / WEIGHTS, run_dir / RUN])  # a link made for _publish, not yet renamed
+    found = checkpoints(run_dir)
+    for _, old in found[:-1]:
+        _retire(old)
+    if found:
+        newest = found[-1][1]
+        if not all((run_dir / n).is_file() and os.path.samefile(run_dir / n, newest / n) for n in (WEIGHTS, RUN)):
+            _publish(run_dir, newest)
+
+
 def save_checkpoint(
     run_dir: Path, model: Transformer, info: dict[str, Any], state: dict[str, Any], optimizer: torch.optim.Optimizer
-) -> None:
-    """Weights, ``run.json``, optimizer tensors and ``state.json`` (the training position, for ``--resume``)
-    as one checkpoint: all written before any is renamed into place. ``state["step"]`` is the step."""
+) -> Path:
+    """Weights, ``run.json``, optimizer tensors and ``state.json`` (the training position, for ``--resume``) as
+    one checkpoint directory (see the module docstring); returns it. ``state["step"]`` is the step."""
     run_dir = Path(run_dir)
+    step = int(state["step"])
     flat, meta = {}, {}
     optimizer_state = optimizer.state_dict()
     for pid, st in optimizer_state["state"].items():
@@ -92,10 +163,22 @@ def save_checkpoint(
                 meta[f"{pid}.{k}"] = v
     groups = optimizer_state["param_groups"]
     state_json = json.dumps({**state, "optimizer_groups": groups, "optimizer_scalars": meta}, allow_nan=False)
-    files = _model_files(run_dir, model, {**info, "step": state["step"]})
-    files[run_dir / OPTIMIZER] = _tensor_bytes(flat, state["step"])
-    files[run_dir / STATE] = state_json.encode("utf-8")
-    write_files(files)
+    files = _model_files(Path("."), model, {**info, "step": step})
+    files[Path(OPTIMIZER)] = _tensor_bytes(flat, step)
+    files[Path(STATE)] = state_json.encode("utf-8")
+    target = run_dir / f"checkpoint-{step:08d}"
+    stage = temp_dir(target, tag="saving")
+    try:
+        for name, data in files.items():
+            write_bytes(stage / name, data)
+        if target.exists():  # the same step saved again (a resumed run that stops where it started)
+            _retire(target)
+        os.rename(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    tidy(run_dir)
+    return target
 
 
 # --- reading -----------------------------------------------------------------------------------------------------
@@ -123,9 +206,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+def model_dir(run_dir: Path) -> Path:
+    """Where a run's model is read: its newest checkpoint directory, else the run directory itself."""
+    return latest_checkpoint(run_dir) or Path(run_dir)
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` of a run directory (a directory without one is not a run)."""
-    path = Path(run_dir) / RUN
+    """``run.json`` of a run (from :func:`model_dir`; a directory without one is not a run)."""
+    path = model_dir(run_dir) / RUN
     if not path.is_file():
         raise InputError("not a run directory: no run.json", run_dir)
     return read_json(path)
@@ -183,8 +271,14 @@ def load_model(
 
     ``min_seq_len`` raises the model's maximum length (rotary tables are not stored, so nothing else changes).
     """
-    run_dir = Path(run_dir)
+    run_dir = model_dir(run_dir)
     info = read_run(run_dir)
+    if "hf_model" in info:
+        raise InputError(
+            "a transformers model directory (made by align-init --hf-model): load it with transformers "
+            "(AutoModelForCausalLM.from_pretrained) and continue with your own trainer",
+            run_dir,
+        )
     cfg = model_config_of(info, run_dir / RUN)
     if min_seq_len is not None and min_seq_len > cfg.max_seq_len:
         cfg = replace(cfg, max_seq_len=min_seq_len)
@@ -238,8 +332,12 @@ def _check_state(state: dict[str, Any], path: Path) -> None:
 
 
 def load_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the optimizer and return the training position saved by :func:`save_checkpoint`."""
-    run_dir = Path(run_dir)
+    """Restore the optimizer and return the training position saved by :func:`save_checkpoint` in the newest
+    checkpoint directory of ``run_dir``."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise InputError("nothing to resume: no checkpoint-* directory", run_dir)
+    run_dir = found
     path = run_dir / STATE
     state = read_json(path)
     _check_state(state, path)

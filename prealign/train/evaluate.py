@@ -1,4 +1,4 @@
-"""Evaluation of a model: translation retrieval from pooled word vectors, and next-token loss on text.
+"""Evaluation of a model: translation retrieval from pooled word vectors, and next-token loss on text or rows.
 
 Word vectors are made exactly as alignment initialisation makes them (:mod:`prealign.train.align_init`): each
 word alone, encoded as ``" word"``, token states pooled at a layer (0 = embedding output, 1..L = blocks,
@@ -8,15 +8,20 @@ L+1 = LM-head rows).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from prealign.train.align_init import encode_words, layer_name, pad_ids, pad_token_id, pooled_layers
+from prealign.train.align_init import encode_words, pad_ids, pad_token_id
+from prealign.train.batches import collate, label_count
 from prealign.train.model import IGNORE_INDEX, Transformer
+from prealign.train.word_model import pool, word_model
 
 
 def _device(model: Transformer) -> torch.device:
@@ -25,38 +30,38 @@ def _device(model: Transformer) -> torch.device:
 
 @torch.no_grad()
 def layer_vectors(
-    model: Transformer,
+    model: torch.nn.Module,
     tokenizer: Tokenizer,
     words: Sequence[str],
     layers: Sequence[int] | None = None,
-    pooling: str = "sum",
     max_word_tokens: int = 16,
     batch_size: int = 1024,
 ) -> list[torch.Tensor]:
-    """Pooled vectors ``[len(words), D]`` (float32, on CPU, not normalised) at each of ``layers`` (all: None)."""
-    n_layers = model.config.n_layers
-    layers = list(range(n_layers + 2)) if layers is None else [i % (n_layers + 2) for i in layers]
+    """Summed vectors ``[len(words), D]`` (float32, on CPU, not normalised) at each of ``layers`` (None: every
+    layer of :attr:`prealign.train.word_model.WordModel.layers`; negative indices count from the LM head)."""
+    wm = word_model(model)
+    top = wm.n_layers + 2
+    layers = wm.layers if layers is None else [i % top for i in layers]
     was_training = model.training
     model.eval()
     ids_all = encode_words(tokenizer, words, max_word_tokens)
     pad = pad_token_id(tokenizer)
+    device = _device(model)
     parts: list[list[torch.Tensor]] = [[] for _ in layers]
     for start in range(0, len(words), batch_size):
         ids, mask = pad_ids(ids_all[start : start + batch_size], pad)
-        ids, mask = ids.to(_device(model)), mask.to(_device(model))
-        out = model(ids, hidden_states=True)
-        for part, vec in zip(parts, pooled_layers(model, out.hidden_states, ids, mask, layers, pooling), strict=True):
-            part.append(vec.float().cpu())
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = wm.hidden(ids, mask)
+        for part, index in zip(parts, layers, strict=True):
+            part.append(pool(wm.layer_states(hidden, ids, index), mask).cpu())
     model.train(was_training)
-    dim = model.config.dim
+    dim = wm.head_weight().shape[1]
     return [torch.cat(p) if p else torch.zeros(0, dim) for p in parts]
 
 
-def word_vectors(
-    model: Transformer, tokenizer: Tokenizer, words: Sequence[str], layer: int, pooling: str = "sum"
-) -> torch.Tensor:
-    """Pooled vectors ``[len(words), D]`` of ``words`` at ``layer`` (negative counts from the LM head)."""
-    return layer_vectors(model, tokenizer, words, [layer], pooling)[0]
+def word_vectors(model: torch.nn.Module, tokenizer: Tokenizer, words: Sequence[str], layer: int) -> torch.Tensor:
+    """Summed vectors ``[len(words), D]`` of ``words`` at ``layer`` (negative counts from the LM head)."""
+    return layer_vectors(model, tokenizer, words, [layer])[0]
 
 
 def _derangement(n: int, seed: int) -> torch.Tensor:
@@ -71,7 +76,6 @@ def translation_retrieval(
     model: Transformer,
     tokenizer: Tokenizer,
     pairs: Sequence[tuple[str, str]],
-    pooling: str = "sum",
     seed: int = 0,
 ) -> list[dict]:
     """Per layer: top-1 retrieval accuracy, mean cosine of translation pairs and of random pairs.
@@ -91,11 +95,11 @@ def translation_retrieval(
     gold = torch.zeros(len(sources), len(targets), dtype=torch.bool)
     gold[src, tgt] = True
     shuffled = tgt[_derangement(len(pairs), seed)]
-    n_layers = model.config.n_layers
-    s_vecs = layer_vectors(model, tokenizer, sources, pooling=pooling)
-    t_vecs = layer_vectors(model, tokenizer, targets, pooling=pooling)
+    wm = word_model(model)
+    s_vecs = layer_vectors(model, tokenizer, sources)
+    t_vecs = layer_vectors(model, tokenizer, targets)
     results = []
-    for index, (sv, tv) in enumerate(zip(s_vecs, t_vecs, strict=True)):
+    for index, sv, tv in zip(wm.layers, s_vecs, t_vecs, strict=True):
         sn, tn = F.normalize(sv, dim=-1), F.normalize(tv, dim=-1)
         cos = sn @ tn.T
         nearest = cos.argmax(1)
@@ -103,7 +107,7 @@ def translation_retrieval(
         results.append(
             {
                 "index": index,
-                "name": layer_name(index, n_layers),
+                "name": wm.name(index),
                 "accuracy": float(hit[src].float().mean()),
                 "pair_cosine": float(cos[src, tgt].mean()),
                 "random_cosine": float(cos[src, shuffled].mean()),
@@ -171,3 +175,49 @@ def text_loss(
         count += int((target != IGNORE_INDEX).sum())
     model.train(was_training)
     return {"loss": total / count if count else float("nan"), "tokens": count}
+
+
+def _chunks(rows: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+@torch.no_grad()
+def rows_loss(
+    model: torch.nn.Module,
+    rows: Iterable[tuple[np.ndarray, np.ndarray]],
+    batch_size: int,
+    max_len: int,
+    device: str | torch.device,
+    autocast: Callable[[], AbstractContextManager] | None = None,
+    pad_id: int = 0,
+) -> tuple[float | None, int]:
+    """(token-weighted mean next-token loss, label tokens) over ``rows`` of (input_ids, labels) arrays.
+
+    Labels are as shards store them (Hugging Face convention: the model shifts, -100 gives no loss); batches of
+    ``batch_size`` rows come from :func:`prealign.train.batches.collate` (rows longer than ``max_len`` are cut).
+    ``autocast`` returns a fresh context manager per batch (None: none). The loss is None when no row holds a
+    label. The model runs in eval mode; its training flag is restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    # summed on the device (one sync at the end), in float64 where the device has it (MPS does not)
+    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    count = 0
+    try:
+        for chunk in _chunks(rows, batch_size):
+            ids, labels, _ = collate(chunk, max_len, pad_id, pin=device.type == "cuda")
+            n = label_count(labels)
+            if n == 0:
+                continue
+            with autocast() if autocast is not None else nullcontext():
+                out = model(ids.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            total += out.loss.detach().to(total.dtype) * n
+            count += n
+    finally:
+        model.train(was_training)
+    return (float(total) / count if count else None), count

@@ -37,23 +37,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import torch
 
 from prealign import __version__
 from prealign.errors import InputError
-from prealign.shards import check_shards, plan_rows, read_manifest, read_rows
+from prealign.shards import read_manifest, require_sound_shards
 from prealign.textio import atomic_write_text, json_type
 from prealign.train import checkpoint
 from prealign.train.batches import collate, label_count
 from prealign.train.model import CONFIGS, ModelConfig, Transformer, model_config, name_of, shape_of
+from prealign.train.pretrain_data import Prefetcher, TrainStream, eval_rows, split_rows
 from prealign.train.rundir import run_session
 from prealign.train.runtime import TrainingDiverged, check_number, resolve_device, warmup_cosine
 
@@ -147,91 +146,6 @@ def flops_per_token(model: Transformer, seq_len: int) -> float:
     return 6 * model.num_parameters() + 12 * c.n_layers * seq_len * c.dim
 
 
-# --- data --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Split:
-    """Which rows train and which evaluate: per shard (file, rows in file, rows used)."""
-
-    train: list[tuple[str, int, int]]
-    eval_rows: list[tuple[str, int, int, int]]  # file, rows in file, first row, stop row
-
-
-def split_shards(manifest: dict[str, Any], eval_fraction: float) -> Split:
-    """Hold out whole shards (two or more shards) or the last rows of the only shard (see the module doc)."""
-    shards = [(str(s["file"]), int(s["rows"])) for s in manifest["shards"] if int(s["rows"]) > 0]
-    if not shards:
-        raise InputError("the shard directory holds no rows", manifest.get("_dir"))
-    if eval_fraction <= 0:
-        return Split([(f, n, n) for f, n in shards], [])
-    if len(shards) >= 2:
-        k = min(len(shards) - 1, max(1, round(eval_fraction * len(shards))))
-        return Split([(f, n, n) for f, n in shards[:-k]], [(f, n, 0, n) for f, n in shards[-k:]])
-    file, n = shards[0]
-    if n < 2:
-        return Split([(file, n, n)], [])
-    k = min(n - 1, max(1, round(eval_fraction * n)))
-    return Split([(file, n, n - k)], [(file, n, n - k, n)])
-
-
-class TrainStream:
-    """Training rows, epoch after epoch, in ShardDataset's order; ``position`` says where it is."""
-
-    def __init__(self, directory: Path, train: list[tuple[str, int, int]], seed: int) -> None:
-        self.directory, self.train, self.seed = directory, train, seed
-        self.rows_per_epoch = sum(used for _, _, used in train)
-        self.epoch, self.consumed = 0, 0
-        self._it: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
-
-    def position(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "rows_consumed": self.consumed}
-
-    def seek(self, epoch: int, rows_consumed: int) -> None:
-        """Continue at row ``rows_consumed`` of ``epoch``'s order."""
-        self.epoch, self.consumed = epoch, rows_consumed
-        self._it = self._epoch_rows(epoch, rows_consumed)
-
-    def _epoch_rows(self, epoch: int, skip: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        plan = plan_rows([used for _, _, used in self.train], shuffle=True, seed=self.seed, epoch=epoch)
-        for i, indices in plan:
-            if skip >= len(indices):
-                skip -= len(indices)
-                continue
-            file, n, _ = self.train[i]
-            rows = read_rows(self.directory / file, n)
-            o = rows.offsets
-            for r in indices[skip:].tolist():
-                yield rows.input_ids[o[r] : o[r + 1]], rows.labels[o[r] : o[r + 1]]
-            skip = 0
-
-    def take(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        if self._it is None:
-            self.seek(self.epoch, self.consumed)
-        while len(out) < n:
-            row = next(self._it, None)  # type: ignore[arg-type]
-            if row is None:
-                self.seek(self.epoch + 1, 0)
-                continue
-            out.append(row)
-            self.consumed += 1
-        return out
-
-
-def eval_rows(directory: Path, split: Split, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first ``limit`` held-out rows in manifest order."""
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    for file, n, start, stop in split.eval_rows:
-        if len(out) >= limit:
-            break
-        rows = read_rows(directory / file, n)
-        o = rows.offsets
-        for r in range(start, min(stop, start + limit - len(out))):
-            out.append((rows.input_ids[o[r] : o[r + 1]].copy(), rows.labels[o[r] : o[r + 1]].copy()))
-    return out
-
-
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
@@ -284,44 +198,6 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
         if isinstance(row, dict) and not (row.get("stage", STAGE) == STAGE and row.get("step", 0) > step):
             keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    rows: list[tuple[np.ndarray, np.ndarray]],
-    batch_size: int,
-    max_len: int,
-    device: torch.device,
-    autocast: Any,
-) -> float | None:
-    """Token-weighted mean loss over ``rows`` (None when they hold no label)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        ids, labels, _ = collate(rows[i : i + batch_size], max_len)
-        n = label_count(labels)
-        if n == 0:
-            continue
-        with autocast():
-            loss = model(ids.to(device), labels.to(device)).loss
-        total += float(loss) * n
-        count += n
-    model.train(was_training)
-    return total / count if count else None
-
-
-def _check_shards(shards_dir: Path) -> None:
-    """Every shard against the manifest (present, sha256, rows, tokens, ids in the vocabulary), before step 1."""
-    try:
-        problems = check_shards(shards_dir)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"damaged shard directory: {reason}", shards_dir) from None
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise InputError(f"damaged shard directory: {'; '.join(problems[:3])}{more}", shards_dir)
 
 
 def option_name(field_name: str) -> str:
@@ -396,6 +272,152 @@ def _check_state_fits(state: dict[str, Any], info: dict[str, Any], cfg: Pretrain
         raise InputError("'rng.torch' is not a torch RNG state", path)
 
 
+@dataclass
+class Setup:
+    """What a run trains: the config it continues with, the model, where it came from, the start position."""
+
+    cfg: PretrainConfig
+    model: Transformer
+    device: torch.device
+    info: dict[str, Any]  # run.json of the run or init run it starts from ({} for a fresh model)
+    source: Path | None  # that run
+    step: int = 0
+    position: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "rows_consumed": 0})
+    rng: dict[str, Any] | None = None
+
+
+@dataclass
+class StepBatch:
+    """One optimizer step's micro-batches, made ahead (:class:`~prealign.train.pretrain_data.Prefetcher`)."""
+
+    micro: list[tuple[torch.Tensor, torch.Tensor, int]]  # (input_ids, labels, real tokens), on the host
+    labels: list[int]  # label tokens per micro-batch
+    position: dict[str, int]  # the stream's position after these rows
+
+
+def build_model(cfg: PretrainConfig, manifest: dict[str, Any], init_run: Path | None, device: torch.device):
+    """A fresh model (seeded) or the init run's, as a :class:`Setup` (rows longer than the named config's
+    length raise the model's ``max_seq_len``)."""
+    row_tokens = manifest.get("row_tokens")
+    if init_run is not None:
+        model, info = checkpoint.load_model(init_run, device, int(row_tokens) if row_tokens else None)
+        return Setup(cfg, model, device, info, init_run)
+    torch.manual_seed(cfg.seed)
+    overrides = dict(cfg.model_overrides)
+    if row_tokens and "max_seq_len" not in overrides:
+        overrides["max_seq_len"] = max(int(row_tokens), model_config(cfg.model, 1).max_seq_len)
+    vocab = int(manifest["tokenizer"]["vocab_size"])
+    return Setup(cfg, Transformer(model_config(cfg.model, vocab, **overrides)).to(device), device, {}, None)
+
+
+def check_tokenizer_fits(setup: Setup, tok: dict[str, Any]) -> None:
+    """The model must have been made with the shards' tokenizer and hold its whole vocabulary."""
+    if setup.source is not None and _tokenizer_sha(setup.info) != tok["sha256"]:
+        raise InputError(
+            f"tokenizer mismatch: the run was made with tokenizer sha256 {_tokenizer_sha(setup.info)}, "
+            f"the shards with {tok['sha256']}",
+            setup.source,
+        )
+    if setup.model.config.vocab_size < int(tok["vocab_size"]):
+        raise InputError(
+            f"model vocabulary {setup.model.config.vocab_size} < the shards' tokenizer's {tok['vocab_size']}",
+            None if setup.source is None else setup.source / checkpoint.RUN,
+        )
+
+
+def make_optimizer(model: Transformer, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, decay on matrices only; the fused kernel on CUDA."""
+    groups = _param_groups(model, cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True if device.type == "cuda" else None)
+
+
+def next_batch(stream: TrainStream, cfg: PretrainConfig, max_len: int, pad_id: int, pin: bool) -> StepBatch:
+    """The rows of one optimizer step, collated (pinned for a GPU)."""
+    micro = [collate(stream.take(cfg.batch_size), max_len, pad_id, pin) for _ in range(cfg.grad_accum)]
+    return StepBatch(micro, [label_count(labels) for _, labels, _ in micro], stream.position())
+
+
+def train_step(model: torch.nn.Module, batch: StepBatch, device: torch.device, autocast) -> torch.Tensor:
+    """Forward and backward over the micro-batches; returns the step's loss (token-weighted mean over every
+    label token of the step, on the device: reading it would wait for the GPU)."""
+    total_labels = sum(batch.labels)
+    step_loss = torch.zeros((), device=device)
+    for (ids, labels, _), n in zip(batch.micro, batch.labels, strict=True):
+        if n == 0:
+            continue
+        with autocast():
+            loss = model(ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)).loss
+        scaled = loss * (n / total_labels)
+        scaled.backward()
+        step_loss += scaled.detach().float()
+    return step_loss
+
+
+def optimizer_step(model: Transformer, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float) -> torch.Tensor:
+    """Clip, step, zero; returns the gradient norm before clipping (on the device)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+class Clock:
+    """Training time only: evaluation and checkpoints are left out of tokens/s and MFU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds, self.tokens = device, 0.0, 0
+        self._since = time.perf_counter()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def pause(self) -> None:
+        """Stop counting (waits for the device, so its queued work is counted)."""
+        self.sync()
+        self.seconds += time.perf_counter() - self._since
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+    def window(self) -> tuple[float, int]:
+        """(training seconds, tokens) since the last call."""
+        self.pause()
+        out = (self.seconds, self.tokens)
+        self.seconds, self.tokens = 0.0, 0
+        self.resume()
+        return out
+
+
+def setup_run(
+    cfg: PretrainConfig,
+    manifest: dict[str, Any],
+    shards_dir: Path,
+    run_dir: Path,
+    init_run: Path | None,
+    resume: bool,
+    explicit: Collection[str] | None,
+) -> Setup:
+    """The model and position to train from: the run's newest checkpoint (resume), the init run's model, or a
+    fresh one."""
+    if not resume:
+        device = resolve_device(cfg.device)
+        if init_run is None:
+            return build_model(cfg, manifest, None, device)
+        setup = build_model(cfg, manifest, init_run, device)
+        setup.cfg = init_config(cfg, setup.model.config, explicit, init_run)
+        return setup
+    record = checkpoint.read_run(run_dir)
+    where = checkpoint.model_dir(run_dir)
+    cfg = resume_config(cfg, record.get("config"), explicit, where / checkpoint.RUN)
+    _check_resume_record(record, shards_dir, init_run, where / checkpoint.RUN)
+    device = resolve_device(cfg.device)
+    model, info = checkpoint.load_model(run_dir, device)
+    return Setup(cfg, model, device, info, run_dir)
+
+
 def pretrain(
     shards_dir: Path | str,
     run_dir: Path | str,
@@ -415,108 +437,71 @@ def pretrain(
     skips checking every shard against the manifest, for a caller that has just checked the same shards."""
     from tqdm import tqdm
 
+    from prealign.train.evaluate import rows_loss
+
     shards_dir, run_dir = Path(shards_dir), Path(run_dir)
-    cfg = config
-    resolve_device(cfg.device)  # a bad --device fails before anything is read
+    init_run = None if init_run is None else Path(init_run)
+    resolve_device(config.device)  # a bad --device fails before anything is read
     manifest = read_manifest(shards_dir)
     tok = manifest.get("tokenizer") or {}
-    shards_sha = tok.get("sha256")
-    if not shards_sha or not tok.get("vocab_size"):
+    if not tok.get("sha256") or not tok.get("vocab_size"):
         raise InputError("the manifest records no tokenizer sha256 / vocab_size", shards_dir / "manifest.json")
     if verify_shards:
-        _check_shards(shards_dir)
-    split = split_shards(manifest, cfg.eval_fraction)
+        require_sound_shards(shards_dir)  # every shard against the manifest, before step 1
+    split_rows(manifest, config.eval_fraction)  # a directory without rows fails before the run directory is made
 
     with run_session(run_dir, resume=resume, overwrite=overwrite) as session:
-        start_step, position, saved_rng = 0, {"epoch": 0, "rows_consumed": 0}, None
-        if resume:
-            record = checkpoint.read_run(run_dir)
-            cfg = resume_config(cfg, record.get("config"), explicit, run_dir / checkpoint.RUN)
-            _check_resume_record(record, shards_dir, init_run, run_dir / checkpoint.RUN)
-            split = split_shards(manifest, cfg.eval_fraction)
-            device = resolve_device(cfg.device)
-            model, info = checkpoint.load_model(run_dir, device)
-            source = run_dir
-        elif init_run is not None:
-            device = resolve_device(cfg.device)
-            row_tokens = manifest.get("row_tokens")
-            model, info = checkpoint.load_model(Path(init_run), device, int(row_tokens) if row_tokens else None)
-            cfg = init_config(cfg, model.config, explicit, Path(init_run))
-            source = Path(init_run)
-        else:
-            device = resolve_device(cfg.device)
-            torch.manual_seed(cfg.seed)
-            overrides = dict(cfg.model_overrides)
-            row_tokens = manifest.get("row_tokens")
-            if row_tokens and "max_seq_len" not in overrides:
-                overrides["max_seq_len"] = max(int(row_tokens), model_config(cfg.model, 1).max_seq_len)
-            model = Transformer(model_config(cfg.model, int(tok["vocab_size"]), **overrides)).to(device)
-            info, source = {}, None
-        dtype = resolve_dtype(cfg.dtype, device)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if source is not None:
-            run_sha = _tokenizer_sha(info)
-            if run_sha != shards_sha:
-                raise InputError(
-                    f"tokenizer mismatch: the run was made with tokenizer sha256 {run_sha}, "
-                    f"the shards with {shards_sha}",
-                    source,
-                )
-        if model.config.vocab_size < int(tok["vocab_size"]):
-            raise InputError(
-                f"model vocabulary {model.config.vocab_size} < the shards' tokenizer's {tok['vocab_size']}",
-                None if source is None else source / checkpoint.RUN,
-            )
-
-        model.train()
-        fused = device.type == "cuda"
-        optimizer = torch.optim.AdamW(
-            _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=fused or None
-        )
-        stream = TrainStream(shards_dir, split.train, cfg.seed)
+        # --- the model, the optimizer and the data, at the position the run starts from
+        setup = setup_run(config, manifest, shards_dir, run_dir, init_run, resume, explicit)
+        cfg, model, device = setup.cfg, setup.model, setup.device
+        check_tokenizer_fits(setup, tok)
+        split = split_rows(manifest, cfg.eval_fraction)
+        stream = TrainStream(shards_dir, split, cfg.seed)
+        optimizer = make_optimizer(model, cfg, device)
         if resume:
             state = checkpoint.load_state(run_dir, optimizer)
-            _check_state_fits(state, info, cfg, stream.rows_per_epoch, run_dir / checkpoint.STATE)
-            start_step, position, saved_rng = int(state["step"]), state["data"], state.get("rng")
-            _truncate_metrics(run_dir, start_step)
-        if saved_rng:
-            _set_rng_state(saved_rng)
-
-        stream.seek(int(position["epoch"]), int(position["rows_consumed"]))
+            where = checkpoint.model_dir(run_dir) / checkpoint.STATE
+            _check_state_fits(state, setup.info, cfg, stream.rows_per_epoch, where)
+            setup.step, setup.position, setup.rng = int(state["step"]), state["data"], state.get("rng")
+            _truncate_metrics(run_dir, setup.step)
+        if setup.rng:
+            _set_rng_state(setup.rng)
+        stream.seek(int(setup.position["epoch"]), int(setup.position["rows_consumed"]))
         held_out = eval_rows(shards_dir, split, cfg.eval_batches * cfg.batch_size)
         max_len = model.config.max_seq_len
         pad_id = int(tok.get("pad_id") or tok.get("eot_id") or 0)
 
-        step_model: torch.nn.Module = model
-        if cfg.compile and device.type == "cuda":
-            step_model = torch.compile(model)
+        # --- the device: dtype, TF32, compile (evaluation uses the plain model: no recompiles)
+        dtype = resolve_dtype(cfg.dtype, device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        step_model: torch.nn.Module = torch.compile(model) if cfg.compile and cuda else model
+        model.train()
 
         def autocast():
-            if dtype == torch.float32:
-                return nullcontext()
-            return torch.autocast(device_type=device.type, dtype=dtype)
+            return nullcontext() if dtype == torch.float32 else torch.autocast(device_type=device.type, dtype=dtype)
 
-        peak = peak_flops(device)
         run_info = {
             "stage": STAGE,
             "tool": "prealign-data",
             "version": __version__,
-            "tokenizer_sha256": shards_sha,
+            "tokenizer_sha256": tok["sha256"],
             "tokenizer_path": tok.get("path"),
             "tokenizer": tok,
             "shards": str(shards_dir.resolve()),
             "shards_ratio": manifest.get("ratio"),
             "shards_labels": manifest.get("labels"),
-            "init_run": str(Path(init_run).resolve()) if init_run is not None else info.get("init_run"),
+            "init_run": str(init_run.resolve()) if init_run is not None else setup.info.get("init_run"),
             "config": cfg.to_dict(),
         }
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-        total_tokens = int(info.get("tokens", 0)) if resume else 0
+        total_tokens = int(setup.info.get("tokens", 0)) if resume else 0
         # set on the device, without a sync, when a step's loss or gradient norm is not finite; read back only
         # where values are read anyway (logging) and before a checkpoint is written
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        peak = peak_flops(device)
 
         def check_finite(step: int) -> None:
             if bool(nonfinite):
@@ -527,9 +512,9 @@ def pretrain(
                     run_dir,
                 )
 
-        def save(step: int) -> None:
+        def save(step: int, position: dict[str, int]) -> None:
             check_finite(step)
-            state = {"step": step, "data": stream.position(), "rng": _rng_state(), "tokens": total_tokens}
+            state = {"step": step, "data": position, "rng": _rng_state(), "tokens": total_tokens}
             checkpoint.save_checkpoint(run_dir, model, {**run_info, "tokens": total_tokens}, state, optimizer)
             session.saved = True
 
@@ -537,62 +522,48 @@ def pretrain(
             with open(run_dir / METRICS, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"stage": STAGE, **row}) + "\n")
 
+        # --- the loop
+        batches = Prefetcher(lambda: next_batch(stream, cfg, max_len, pad_id, pin=cuda), depth=2 if cuda else 0)
+        clock = Clock(device)
         started = time.perf_counter()
-        window_t, window_tokens = time.perf_counter(), 0
         loss_value, eval_loss = float("nan"), None
-        bar = tqdm(
-            total=cfg.steps, initial=start_step, desc=STAGE, unit="step", disable=not progress, dynamic_ncols=True
-        )
-        step = start_step
+        bar = tqdm(total=cfg.steps, initial=setup.step, desc=STAGE, unit="step", disable=not progress)
         try:
-            for step in range(start_step + 1, end + 1):
+            for step in range(setup.step + 1, end + 1):
+                batch = batches.next()
                 lr = lr_at(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                micro = [collate(stream.take(cfg.batch_size), max_len, pad_id) for _ in range(cfg.grad_accum)]
-                n_labels = sum(label_count(lab) for _, lab, _ in micro)
-                step_loss = torch.zeros((), device=device)
-                seq_len = max(ids.shape[1] for ids, _, _ in micro)
-                for ids, labels, tokens in micro:
-                    n = label_count(labels)
-                    window_tokens += tokens
-                    total_tokens += tokens
-                    if n == 0:
-                        continue
-                    with autocast():
-                        loss = step_model(ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)).loss
-                    scaled = loss * (n / n_labels)
-                    scaled.backward()
-                    step_loss += scaled.detach().float()
-                clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                step_loss = train_step(step_model, batch, device, autocast)
+                grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
                 nonfinite |= ~torch.isfinite(step_loss) | ~torch.isfinite(grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                tokens = sum(t for _, _, t in batch.micro)
+                clock.tokens += tokens
+                total_tokens += tokens
 
-                if step % max(1, cfg.log_every) == 0 or step == end:  # reading values back syncs: only here
+                if step % cfg.log_every == 0 or step == end:  # reading values back waits for the device: only here
+                    seconds, window_tokens = clock.window()
                     check_finite(step)
-                    loss_value = float(step_loss) if n_labels else float("nan")
-                    grad_norm = float(grad_norm)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    now = time.perf_counter()
-                    tps = window_tokens / max(now - window_t, 1e-9)
-                    row = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": total_tokens}
-                    row["tokens_per_s"] = tps
+                    loss_value = float(step_loss) if sum(batch.labels) else float("nan")
+                    tps = window_tokens / max(seconds, 1e-9)
+                    row = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm)}
+                    row.update(tokens=total_tokens, tokens_per_s=tps)
                     if peak:
+                        seq_len = max(ids.shape[1] for ids, _, _ in batch.micro)
                         row["mfu"] = tps * flops_per_token(model, seq_len) / peak
                     log(row)
                     bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
-                    window_t, window_tokens = now, 0
                 if held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                    eval_loss = evaluate(step_model, held_out, cfg.batch_size, max_len, device, autocast)
+                    clock.pause()
+                    eval_loss, _ = rows_loss(model, held_out, cfg.batch_size, max_len, device, autocast, pad_id)
                     if eval_loss is not None:
                         log({"step": step, "eval_loss": eval_loss, "tokens": total_tokens})
+                    clock.resume()
                 if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-                    save(step)
+                    clock.pause()
+                    save(step, batch.position)
+                    clock.resume()
                 bar.update(1)
         finally:
+            batches.close()
             bar.close()
     return {
         "run_dir": str(run_dir),

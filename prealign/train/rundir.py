@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,10 +22,20 @@ from pathlib import Path
 
 from prealign.errors import DiskFull, InputError, disk_full
 from prealign.textio import remove_temporaries
+from prealign.train import checkpoint
 from prealign.train.checkpoint import OPTIMIZER, RUN, STATE, WEIGHTS
 
-# what a training run writes into its directory (checkpoint.py's files and the metrics)
+# what a training run writes into its directory besides checkpoint directories (STATE and OPTIMIZER: where
+# runs of prealign-data 0.1 kept them)
 RUN_FILES = (WEIGHTS, RUN, STATE, OPTIMIZER, "metrics.jsonl")
+# what save_pretrained and the tokenizer add to a transformers run (align-init --hf-model)
+HF_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 class RunDirBusy(InputError):
@@ -33,12 +44,23 @@ class RunDirBusy(InputError):
 
 def holds_run(run_dir: Path) -> bool:
     """True when ``run_dir`` holds any file of a training run."""
-    return any((run_dir / name).exists() for name in RUN_FILES)
+    return any((run_dir / name).exists() for name in RUN_FILES) or bool(checkpoint.checkpoints(run_dir))
+
+
+def _is_hf_run(run_dir: Path) -> bool:
+    try:
+        return "hf_model" in checkpoint.read_json(run_dir / RUN)
+    except InputError:
+        return False
 
 
 def clear_run_files(run_dir: Path) -> None:
-    """Remove a run's files and the temporary files of an interrupted save; other files stay."""
-    paths = [run_dir / name for name in RUN_FILES]
+    """Remove a run's files, its checkpoint directories and what an interrupted save left; other files stay."""
+    names = RUN_FILES + (HF_FILES if _is_hf_run(run_dir) else ())
+    paths = [run_dir / name for name in names]
+    for _, path in checkpoint.checkpoints(run_dir):
+        shutil.rmtree(path)
+    checkpoint.tidy(run_dir)
     for p in paths:
         p.unlink(missing_ok=True)
     remove_temporaries(paths)
@@ -71,7 +93,7 @@ def no_space(exc: BaseException, run_dir: Path) -> InputError | None:
 def run_session(run_dir: Path, resume: bool = False, overwrite: bool = False) -> Iterator[RunSession]:
     """Lock ``run_dir`` (creating it) for one training command; see the module docstring.
 
-    ``resume`` needs a ``state.json`` there; a fresh run needs an empty place, or ``overwrite``. A full disk
+    ``resume`` needs a checkpoint directory there; a fresh run needs an empty place, or ``overwrite``. A full disk
     inside the block becomes ``error: RUN: no space left on device``.
     """
     run_dir = Path(run_dir)
@@ -88,8 +110,19 @@ def run_session(run_dir: Path, resume: bool = False, overwrite: bool = False) ->
         raise RunDirBusy("another training command is writing this run directory", run_dir) from None
     session = RunSession(run_dir)
     try:
-        if resume and not (run_dir / STATE).is_file():
-            raise InputError("nothing to resume: no state.json", run_dir)
+        if resume:
+            if checkpoint.latest_checkpoint(run_dir) is None:
+                older = (run_dir / STATE).is_file()
+                raise InputError(
+                    "nothing to resume: no checkpoint-* directory"
+                    + (
+                        " (state.json beside the weights is the layout of prealign-data 0.1, which cannot be "
+                        "resumed: start a new run, with --init RUN to take its weights)"
+                        if older
+                        else ""
+                    ),
+                    run_dir,
+                )
         if not resume and holds_run(run_dir):
             if not overwrite:
                 raise InputError("holds a run already: --resume continues it, --overwrite replaces it", run_dir)
