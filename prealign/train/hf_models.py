@@ -83,12 +83,18 @@ def save_hf_run(output: Path, model: torch.nn.Module, tokenizer_path: Path, reco
     stage = temp_dir(output / "run", tag="hf")
     try:
         model.save_pretrained(str(stage), safe_serialization=True)
-        if tokenizer_path.is_dir():
-            for name in TOKENIZER_FILES:
+        if tokenizer_path.is_dir() and (tokenizer_path / "tokenizer_config.json").is_file():
+            for name in TOKENIZER_FILES:  # the model's own tokenizer files, as they are
                 if (tokenizer_path / name).is_file():
                     shutil.copyfile(tokenizer_path / name, stage / name)
-        else:
-            shutil.copyfile(tokenizer_path, stage / "tokenizer.json")
+        else:  # a bare tokenizer.json: the files AutoTokenizer needs, as export-model writes them
+            from prealign.codeswitch.tokenizer import load_tokenizer, special_tokens
+            from prealign.train.export_hf import tokenizer_files
+
+            tok = load_tokenizer(tokenizer_path)
+            max_len = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 1_000_000
+            for name, text in tokenizer_files(tok, special_tokens(tok, tokenizer_path), max_len).items():
+                (stage / name).write_text(text, "utf-8")
         (stage / "run.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", "utf-8")
         written = []
         for file in sorted(stage.iterdir(), key=lambda p: p.name == "run.json"):
