@@ -316,10 +316,7 @@ def train_align_init(
         raise ValueError(f"tokenizer has {vocab} tokens but the model only {rows}")
     entries = lexicon_entries(lexicon_df, config)
     batcher = EntryBatcher(tokenizer, entries, config, config.seed)
-    max_len = getattr(getattr(model, "config", None), "max_seq_len", None) or getattr(
-        model.config, "max_position_embeddings", None
-    )
-    if max_len is not None and batcher.table.size(1) > max_len:
+    if wm.max_len is not None and batcher.table.size(1) > wm.max_len:
         raise ValueError("max_word_tokens is longer than the model's maximum sequence length")
     device = resolve_device(config.device)
     model.to(device).train()

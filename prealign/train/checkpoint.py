@@ -363,3 +363,50 @@ def load_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise InputError(f"the optimizer state does not fit the model: {reason}", path) from None
     return state
+
+
+# --- a run against a tokenizer -----------------------------------------------------------------------------------
+
+
+def tokenizer_sha(info: dict[str, Any]) -> str | None:
+    """The tokenizer sha256 a run recorded (``tokenizer_sha256``, or the shard manifest's ``tokenizer`` record)."""
+    record = info.get("tokenizer")
+    return info.get("tokenizer_sha256") or (record.get("sha256") if isinstance(record, dict) else None)
+
+
+def check_model_fits(model: Transformer, info: dict[str, Any], tok: dict[str, Any], source: Path | None) -> None:
+    """A run's model against a shard manifest's ``tokenizer`` record: made with that tokenizer (when ``source``,
+    the run, is given) and holding its whole vocabulary."""
+    if source is not None and tokenizer_sha(info) != tok["sha256"]:
+        raise InputError(
+            f"tokenizer mismatch: the run was made with tokenizer sha256 {tokenizer_sha(info)}, "
+            f"the shards with {tok['sha256']}",
+            source,
+        )
+    if model.config.vocab_size < int(tok["vocab_size"]):
+        raise InputError(
+            f"model vocabulary {model.config.vocab_size} < the shards' tokenizer's {tok['vocab_size']}",
+            None if source is None else model_dir(source) / RUN,
+        )
+
+
+def run_tokenizer(run_dir: Path, info: dict[str, Any]) -> tuple[Any, Path]:
+    """The tokenizer a run names (``tokenizer_path``) and its path, checked against the sha256 it recorded: one
+    line when it is not recorded, has moved or has changed since."""
+    from prealign.codeswitch.tokenizer import load_tokenizer, tokenizer_info
+
+    path, sha = info.get("tokenizer_path"), tokenizer_sha(info)
+    if not isinstance(path, str) or not path:
+        raise InputError("the run records no tokenizer_path", run_dir)
+    if not isinstance(sha, str):
+        raise InputError("the run records no tokenizer_sha256: cannot check its tokenizer", run_dir)
+    try:
+        tok = load_tokenizer(path)
+    except InputError as exc:
+        raise InputError(f"the run's tokenizer cannot be loaded (moved?): {exc.message}", exc.path) from None
+    found = tokenizer_info(tok).sha256
+    if found != sha:
+        raise InputError(
+            f"the run's tokenizer changed since the run: sha256 {found}, the run was made with {sha}", path
+        )
+    return tok, Path(path)

@@ -18,7 +18,7 @@ import torch
 
 from prealign.errors import InputError
 from prealign.shards import MANIFEST, iter_rows, read_manifest, read_rows, require_sound_shards
-from prealign.train.checkpoint import load_model
+from prealign.train.checkpoint import check_model_fits, load_model, run_tokenizer
 from prealign.train.runtime import resolve_device
 
 MAX_PAIRS = 5000
@@ -47,25 +47,6 @@ def lexicon_pairs(path: Path, max_pairs: int | None = MAX_PAIRS) -> list[tuple[s
     if len(pairs) < 2:
         raise InputError(f"the lexicon has {len(pairs)} pair(s); translation retrieval needs at least 2", path)
     return pairs
-
-
-def run_tokenizer(info: dict[str, Any], run_dir: Path) -> Any:
-    """The tokenizer ``run.json`` names, checked against the sha256 the run was made with."""
-    from prealign.codeswitch.tokenizer import load_tokenizer, tokenizer_info
-
-    path = info.get("tokenizer_path")
-    if not path:
-        raise InputError("the run records no tokenizer_path: cannot encode the lexicon's words", run_dir)
-    try:
-        tok = load_tokenizer(path)
-    except InputError as exc:
-        raise InputError(f"the run's tokenizer cannot be loaded (moved?): {exc.message}", exc.path) from None
-    sha, expected = tokenizer_info(tok).sha256, info.get("tokenizer_sha256")
-    if sha != expected:
-        raise InputError(
-            f"the run's tokenizer changed since the run: sha256 {sha}, the run was made with {expected}", path
-        )
-    return tok
 
 
 def _rows(directory: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -98,17 +79,8 @@ def evaluate_run(
     pairs = lexicon_pairs(Path(lexicon), max_pairs) if lexicon is not None else None
     longest = longest_row(shards_dir, manifest)
     model, info = load_model(run_dir, torch_device, max(longest, 1))
-    run_sha = info.get("tokenizer_sha256")
-    if run_sha != shards_sha:
-        raise InputError(
-            f"tokenizer mismatch: the run was made with tokenizer sha256 {run_sha}, the shards with {shards_sha}",
-            run_dir,
-        )
-    if model.config.vocab_size < int(tok["vocab_size"]):
-        raise InputError(
-            f"model vocabulary {model.config.vocab_size} < the shards' tokenizer's {tok['vocab_size']}", run_dir
-        )
-    tokenizer = run_tokenizer(info, run_dir) if pairs is not None else None
+    check_model_fits(model, info, tok, run_dir)
+    tokenizer = run_tokenizer(run_dir, info)[0] if pairs is not None else None
 
     cuda = torch_device.type == "cuda"
 

@@ -28,14 +28,12 @@ from prealign.codeswitch.tokenizer import (
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
     SpecialTokens,
-    load_tokenizer,
     special_tokens,
-    tokenizer_info,
 )
 from prealign.errors import InputError, disk_full_is_input_error
 from prealign.outputs import check_outputs
 from prealign.textio import dir_mode, temp_dir
-from prealign.train.checkpoint import load_model
+from prealign.train.checkpoint import load_model, run_tokenizer
 from prealign.train.model import ModelConfig, Transformer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -133,31 +131,18 @@ def _recorded_specials(tok: Tokenizer, record: dict[str, Any], where: Path) -> S
     )
 
 
-def run_tokenizer(run_dir: Path, info: dict[str, Any]) -> tuple[Tokenizer, SpecialTokens, Path]:
+def tokenizer_and_specials(run_dir: Path, info: dict[str, Any]) -> tuple[Tokenizer, SpecialTokens, Path]:
     """The run's tokenizer (checked against the sha256 the run recorded), its special tokens and its path.
 
     The special tokens are those the shards were made with when the run recorded them (pretraining), else
     those of the tokenizer's directory (:func:`special_tokens`)."""
-    path, sha = info.get("tokenizer_path"), info.get("tokenizer_sha256")
     record = info.get("tokenizer") if isinstance(info.get("tokenizer"), dict) else None
-    sha = sha or (record or {}).get("sha256")
-    if not isinstance(path, str) or not path:
-        raise InputError("the run records no tokenizer_path: cannot export its tokenizer", run_dir)
-    if not isinstance(sha, str):
-        raise InputError("the run records no tokenizer_sha256: cannot check its tokenizer", run_dir)
-    tok = load_tokenizer(path)
-    info_tok = tokenizer_info(tok)
-    if info_tok.sha256 != sha:
-        raise InputError(
-            f"tokenizer sha256 {info_tok.sha256[:12]}... is not the run's {sha[:12]}...: the file changed since "
-            "training",
-            path,
-        )
+    tok, path = run_tokenizer(run_dir, info)
     if record is not None and ("eos_token" in record or "eot_token" in record):
         specials = _recorded_specials(tok, record, run_dir)
     else:
-        specials = special_tokens(tok, path, info=info_tok)
-    return tok, specials, Path(path)
+        specials = special_tokens(tok, path)
+    return tok, specials, path
 
 
 def tokenizer_files(tok: Tokenizer, specials: SpecialTokens, max_len: int) -> dict[str, str]:
@@ -258,7 +243,7 @@ def export_model(run_dir: Path, output: Path, dtype: str = "float32", overwrite:
     check_outputs([run_dir], {"-o": output}, directories=("-o",))
     _check_output(output, overwrite)
     model, info = load_model(run_dir, device="cpu")
-    tok, specials, tok_path = run_tokenizer(run_dir, info)
+    tok, specials, tok_path = tokenizer_and_specials(run_dir, info)
     check_outputs([run_dir, tok_path], {"-o": output}, directories=("-o",))
     cfg = model.config
     weights = llama_weights(model, DTYPES[dtype])

@@ -149,10 +149,6 @@ def flops_per_token(model: Transformer, seq_len: int) -> float:
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
-def _tokenizer_sha(info: dict[str, Any]) -> str | None:
-    return info.get("tokenizer_sha256") or (info.get("tokenizer") or {}).get("sha256")
-
-
 def _param_groups(model: Transformer, weight_decay: float) -> list[dict[str, Any]]:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -310,21 +306,6 @@ def build_model(cfg: PretrainConfig, manifest: dict[str, Any], init_run: Path | 
     return Setup(cfg, Transformer(model_config(cfg.model, vocab, **overrides)).to(device), device, {}, None)
 
 
-def check_tokenizer_fits(setup: Setup, tok: dict[str, Any]) -> None:
-    """The model must have been made with the shards' tokenizer and hold its whole vocabulary."""
-    if setup.source is not None and _tokenizer_sha(setup.info) != tok["sha256"]:
-        raise InputError(
-            f"tokenizer mismatch: the run was made with tokenizer sha256 {_tokenizer_sha(setup.info)}, "
-            f"the shards with {tok['sha256']}",
-            setup.source,
-        )
-    if setup.model.config.vocab_size < int(tok["vocab_size"]):
-        raise InputError(
-            f"model vocabulary {setup.model.config.vocab_size} < the shards' tokenizer's {tok['vocab_size']}",
-            None if setup.source is None else setup.source / checkpoint.RUN,
-        )
-
-
 def make_optimizer(model: Transformer, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW, decay on matrices only; the fused kernel on CUDA."""
     groups = _param_groups(model, cfg.weight_decay)
@@ -454,7 +435,7 @@ def pretrain(
         # --- the model, the optimizer and the data, at the position the run starts from
         setup = setup_run(config, manifest, shards_dir, run_dir, init_run, resume, explicit)
         cfg, model, device = setup.cfg, setup.model, setup.device
-        check_tokenizer_fits(setup, tok)
+        checkpoint.check_model_fits(model, setup.info, tok, setup.source)
         split = split_rows(manifest, cfg.eval_fraction)
         stream = TrainStream(shards_dir, split, cfg.seed)
         optimizer = make_optimizer(model, cfg, device)

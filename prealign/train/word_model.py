@@ -35,6 +35,7 @@ class WordModel:
     module: nn.Module
     n_layers: int
     tied: bool
+    max_len: int | None  # the longest input the model takes (None: not stated)
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> Sequence[torch.Tensor]:
         """The L+1 token states ``[N, T, D]``: embedding output, then each block's output."""
@@ -83,6 +84,7 @@ class OwnModel(WordModel):
         self.module = model
         self.n_layers = model.config.n_layers
         self.tied = model.lm_head.weight is model.embed.weight
+        self.max_len = model.config.max_seq_len
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> Sequence[torch.Tensor]:
         # right padding under a causal mask: real tokens never see the padding, so no attention mask is needed
@@ -102,6 +104,7 @@ class HFModel(WordModel):
         self.module = model
         self.backbone = model.base_model
         self.n_layers = int(model.config.num_hidden_layers)
+        self.max_len = getattr(model.config, "max_position_embeddings", None)
         head, embed = model.get_output_embeddings(), model.get_input_embeddings()
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embedding (LM head)")
