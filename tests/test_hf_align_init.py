@@ -12,6 +12,8 @@ from test_align_init import PAIRS, lexicon_df
 
 from prealign.cli import main
 from prealign.codeswitch.tokenizer import load_tokenizer, train_tokenizer
+from prealign.errors import InputError
+from prealign.train import checkpoint
 from prealign.train.evaluate import translation_retrieval
 from prealign.train.hf_models import load_hf_model
 
@@ -118,3 +120,9 @@ def test_errors_are_one_line_and_leave_nothing(data, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "400 tokens" in res.output and not (tmp_path / "run3").exists()
     res = align_init(data, config_dir, tmp_path / "run4", "--tokenizer", str(data["tokenizer"]), "--layers", "0,4")
     assert res.exit_code == 2 and "out of range" in res.output
+    run = tmp_path / "run5"
+    assert align_init(data, config_dir, run, "--tokenizer", str(data["tokenizer"]), steps=2).exit_code == 0
+    res = CliRunner().invoke(main, ["export-model", str(run), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "load it with transformers" in res.output, res.output
+    with pytest.raises(InputError, match="load it with transformers"):  # what --init and train eval read
+        checkpoint.load_model(run)

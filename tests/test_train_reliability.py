@@ -438,3 +438,14 @@ def test_train_run_directories_honour_the_umask(data: dict[str, Path], tmp_path:
         assert {p.stat().st_mode & 0o777 for p in files} == {umask[1]}, sorted(p.name for p in files)
         dirs = [p for p in out.rglob("*") if p.is_dir()]  # the checkpoint directory of a pretraining run
         assert {p.stat().st_mode & 0o777 for p in dirs} <= {umask[0]}
+
+
+def test_resume_of_an_old_layout_run_is_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    """prealign-data 0.1 kept state.json and optimizer.safetensors beside the weights; its data order was another."""
+    run = copy_half(data, tmp_path)
+    for p in ck(run).iterdir():
+        if p.name in ("state.json", "optimizer.safetensors"):
+            shutil.copyfile(p, run / p.name)
+    shutil.rmtree(ck(run))
+    line = fails("train", "pretrain", "--shards", data["shards"], "-o", run, "--resume", "-q", names=run)
+    assert "nothing to resume" in line and "--init RUN" in line
