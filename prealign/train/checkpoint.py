@@ -69,20 +69,21 @@ def write_files(files: dict[Path, bytes]) -> None:
         os.replace(tmp, path)
 
 
-def _model_files(run_dir: Path, model: Transformer, info: dict[str, Any]) -> dict[Path, bytes]:
+def _model_files(model: Transformer, info: dict[str, Any]) -> dict[str, bytes]:
+    """The weights and ``run.json`` of ``model``, by file name."""
     tied = model.config.tie_embeddings
     state = {k: v for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
     step = info.get("step")
     run_json = json.dumps({**info, "model": model.config.to_dict()}, indent=2, allow_nan=False) + "\n"
     return {
-        run_dir / WEIGHTS: _tensor_bytes(state, step if isinstance(step, int) else None),
-        run_dir / RUN: run_json.encode("utf-8"),
+        WEIGHTS: _tensor_bytes(state, step if isinstance(step, int) else None),
+        RUN: run_json.encode("utf-8"),
     }
 
 
 def save_model(run_dir: Path, model: Transformer, info: dict[str, Any]) -> None:
     """Weights and ``run.json`` (``info`` plus the model config)."""
-    write_files(_model_files(Path(run_dir), model, info))
+    write_files({Path(run_dir) / name: data for name, data in _model_files(model, info).items()})
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -163,9 +164,9 @@ def save_checkpoint(
                 meta[f"{pid}.{k}"] = v
     groups = optimizer_state["param_groups"]
     state_json = json.dumps({**state, "optimizer_groups": groups, "optimizer_scalars": meta}, allow_nan=False)
-    files = _model_files(Path("."), model, {**info, "step": step})
-    files[Path(OPTIMIZER)] = _tensor_bytes(flat, step)
-    files[Path(STATE)] = state_json.encode("utf-8")
+    files = _model_files(model, {**info, "step": step})
+    files[OPTIMIZER] = _tensor_bytes(flat, step)
+    files[STATE] = state_json.encode("utf-8")
     target = run_dir / f"checkpoint-{step:08d}"
     stage = temp_dir(target, tag="saving")
     try:

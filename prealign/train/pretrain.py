@@ -1,24 +1,20 @@
 """The pretraining loop: code-switched shards -> a causal LM, resumable, with JSONL metrics.
 
-Data. The shard directory's shards are split once: with two or more shards, the last
-``max(1, round(eval_fraction * shards))`` shards (never all of them) are held out for evaluation; with a single
-shard, its last ``max(1, round(eval_fraction * rows))`` rows are (when the shard has at least two rows; with one
-row there is no evaluation). Training rows are read in the order of :class:`prealign.shards.ShardDataset`
-(``plan_rows``: shards and rows permuted from ``(seed, epoch)``), one epoch after another. Evaluation always
-reads the first ``eval_batches`` batches of the held-out rows in manifest order, so eval losses are comparable
-across steps and runs.
+Data (:mod:`prealign.train.pretrain_data`). Held-out rows are evenly spaced over the whole corpus; training rows
+are read in one global shuffled order per epoch, drawn from ``(seed, epoch)``, so every batch mixes every input
+file. Evaluation always reads the same evenly spaced held-out rows, with the plain (not compiled) model.
 
 Labels from the shards are used as they are (Hugging Face convention: the model shifts; -100 gives no loss).
 The loss of a step is the mean over every label token of its ``grad_accum`` micro-batches (token-weighted), so
 it does not depend on how a batch is split. Rows of different lengths are padded on the right (labels -100);
 rows longer than the model's ``max_seq_len`` are truncated.
 
-Resume. A checkpoint (``checkpoint.save_checkpoint``) holds the weights, ``state.json`` and ``optimizer.safetensors``
-(all renamed into place together): the step, the data position (epoch and rows consumed in it, from which the row
-order is replayed deterministically) and the torch RNG states as lists of ints. The learning rate is a pure
-function of the step. Resuming truncates ``metrics.jsonl`` to the checkpoint's step, so on CPU in float32 the
-metrics of an interrupted and resumed run equal an uninterrupted one. A resumed run takes its options from
-``run.json``; an option given again must equal the record (those of ``RESUME_FREE`` may change), and
+Resume. A checkpoint (``checkpoint.save_checkpoint``) is one directory renamed into place: the weights,
+``run.json``, ``optimizer.safetensors`` and ``state.json`` (the step, the data position: epoch and rows consumed
+in it, from which the row order is replayed exactly, and the torch RNG states as lists of ints). The learning rate
+is a pure function of the step. Resuming truncates ``metrics.jsonl`` to the checkpoint's step, so on CPU in
+float32 the metrics of an interrupted and resumed run equal an uninterrupted one. A resumed run takes its options
+from ``run.json``; an option given again must equal the record (those of ``RESUME_FREE`` may change), and
 ``state.json`` is checked (types, step within the schedule, the same step as the weights) before it is used.
 
 Safety. Every shard is checked against the manifest (sha256, rows, tokens, ids inside the vocabulary) before the
@@ -28,7 +24,9 @@ before each checkpoint: training stops with :class:`prealign.train.runtime.Train
 checkpoint is written. A full disk ends the command with ``error: RUN: no space left on device``, the previous
 checkpoint whole.
 
-Throughput. ``tokens`` counts input tokens (padding excluded); MFU (CUDA only, for GPUs in
+Throughput. Nothing in a step reads a value back from the device; on CUDA the next steps' batches are collated
+into pinned memory by a background thread. ``tokens`` counts input tokens (padding excluded); ``tokens_per_s``
+and MFU count training time only (evaluation and checkpoints left out); MFU (CUDA only, for GPUs in
 :data:`PEAK_BF16_FLOPS`) uses ``6 N + 12 L T d`` FLOPs per token, N all parameters (the tied LM head is a real
 matmul), L layers, T the batch's sequence length, d the model width.
 """
@@ -508,7 +506,9 @@ def pretrain(
         clock = Clock(device)
         started = time.perf_counter()
         loss_value, eval_loss = float("nan"), None
-        bar = tqdm(total=cfg.steps, initial=setup.step, desc=STAGE, unit="step", disable=not progress)
+        bar = tqdm(
+            total=cfg.steps, initial=setup.step, desc=STAGE, unit="step", disable=not progress, dynamic_ncols=True
+        )
         try:
             for step in range(setup.step + 1, end + 1):
                 batch = batches.next()
