@@ -305,3 +305,15 @@ def test_a_two_file_switch_run_is_mixed_in_every_batch_and_in_evaluation(tmp_pat
     assert min(dataset_first.count("a"), dataset_first.count("b")) >= 16
     held = [source(ids) for ids, _ in eval_rows(shards, split, 8)]
     assert held.count("a") >= 3 and held.count("b") >= 3  # evaluation reads both inputs too
+
+
+def test_collate_pads_to_the_longest_row_on_cpu_and_to_a_multiple_of_8_for_a_gpu() -> None:
+    from prealign.train.batches import collate, label_count, padded_length
+
+    rows = [(np.arange(5, dtype=np.int32), np.arange(5, dtype=np.int32)), (np.arange(3, dtype=np.int32),) * 2]
+    ids, labels, tokens = collate(rows, max_len=256, pad_id=7)
+    assert ids.shape == (2, 5) and tokens == 8 and label_count(labels) == 4 + 2
+    assert ids[1].tolist() == [0, 1, 2, 7, 7] and labels[1].tolist() == [0, 1, 2, -100, -100]
+    assert collate(rows, max_len=4)[0].shape == (2, 4)  # cut at the model's length
+    assert [padded_length(n, 256) for n in (1, 8, 9, 129)] == [8, 8, 16, 136]
+    assert padded_length(129, 130) == 130  # never beyond the model's length

@@ -9,7 +9,8 @@ import torch
 
 from prealign.shards import IGNORE_INDEX
 
-# sequence lengths are padded up to a multiple of this (tensor-core friendly shapes; padding carries no loss)
+# on a GPU, sequence lengths are padded up to a multiple of this (tensor-core friendly shapes; padding carries
+# no loss). Not on a CPU, where padding is only more work.
 PAD_MULTIPLE = 8
 
 Row = tuple[np.ndarray, np.ndarray]
@@ -21,11 +22,13 @@ def padded_length(longest: int, max_len: int, multiple: int = PAD_MULTIPLE) -> i
 
 
 def collate(
-    rows: Sequence[Row], max_len: int, pad_id: int = 0, pin: bool = False
+    rows: Sequence[Row], max_len: int, pad_id: int = 0, gpu: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(input_ids, labels, real tokens): right-padded (labels -100) to a multiple of :data:`PAD_MULTIPLE`,
-    truncated to ``max_len``; in pinned memory when ``pin`` (for asynchronous copies to a GPU)."""
-    length = padded_length(max(len(ids) for ids, _ in rows), max_len)
+    """(input_ids, labels, real tokens): right-padded (labels -100) to the longest row, truncated to
+    ``max_len``. For a ``gpu``: padded to a multiple of :data:`PAD_MULTIPLE` and in pinned memory (for
+    asynchronous copies)."""
+    longest = max(len(ids) for ids, _ in rows)
+    length = padded_length(longest, max_len) if gpu else min(longest, max_len)
     ids = np.full((len(rows), length), pad_id, dtype=np.int64)
     labels = np.full((len(rows), length), IGNORE_INDEX, dtype=np.int64)
     tokens = 0
@@ -35,7 +38,7 @@ def collate(
         labels[i, :n] = y[:n]
         tokens += n
     ids_t, labels_t = torch.from_numpy(ids), torch.from_numpy(labels)
-    if pin:
+    if gpu:
         ids_t, labels_t = ids_t.pin_memory(), labels_t.pin_memory()
     return ids_t, labels_t, tokens
 

@@ -210,7 +210,7 @@ def rows_loss(
     count = 0
     try:
         for chunk in _chunks(rows, batch_size):
-            ids, labels, _ = collate(chunk, max_len, pad_id, pin=device.type == "cuda")
+            ids, labels, _ = collate(chunk, max_len, pad_id, gpu=device.type == "cuda")
             n = label_count(labels)
             if n == 0:
                 continue

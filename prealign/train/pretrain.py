@@ -310,9 +310,9 @@ def make_optimizer(model: Transformer, cfg: PretrainConfig, device: torch.device
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True if device.type == "cuda" else None)
 
 
-def next_batch(stream: TrainStream, cfg: PretrainConfig, max_len: int, pad_id: int, pin: bool) -> StepBatch:
-    """The rows of one optimizer step, collated (pinned for a GPU)."""
-    micro = [collate(stream.take(cfg.batch_size), max_len, pad_id, pin) for _ in range(cfg.grad_accum)]
+def next_batch(stream: TrainStream, cfg: PretrainConfig, max_len: int, pad_id: int, gpu: bool) -> StepBatch:
+    """The rows of one optimizer step, collated (for a GPU: padded to a multiple of 8, pinned)."""
+    micro = [collate(stream.take(cfg.batch_size), max_len, pad_id, gpu) for _ in range(cfg.grad_accum)]
     return StepBatch(micro, [label_count(labels) for _, labels, _ in micro], stream.position())
 
 
@@ -502,7 +502,7 @@ def pretrain(
                 fh.write(json.dumps({"stage": STAGE, **row}) + "\n")
 
         # --- the loop
-        batches = Prefetcher(lambda: next_batch(stream, cfg, max_len, pad_id, pin=cuda), depth=2 if cuda else 0)
+        batches = Prefetcher(lambda: next_batch(stream, cfg, max_len, pad_id, gpu=cuda), depth=2 if cuda else 0)
         clock = Clock(device)
         started = time.perf_counter()
         loss_value, eval_loss = float("nan"), None
