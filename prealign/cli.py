@@ -953,8 +953,16 @@ def train_pretrain_cmd(shards: Path, init_run: Path | None, output: Path, **kw: 
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Rows per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_eval_cmd(
-    run: Path, shards: Path, lexicon: Path | None, max_pairs: int, batch_size: int, device: str, as_json: bool
+    run: Path,
+    shards: Path,
+    lexicon: Path | None,
+    max_pairs: int,
+    batch_size: int,
+    device: str,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Next-token loss of RUN's model over every row of --shards (token-weighted mean; labels as stored).
 
@@ -963,7 +971,7 @@ def train_eval_cmd(
     """
     from prealign.train.eval_run import evaluate_run, format_result
 
-    result = evaluate_run(run, shards, lexicon, batch_size, device, max_pairs or None)
+    result = evaluate_run(run, shards, lexicon, batch_size, device, max_pairs or None, progress=not quiet)
     click.echo(json.dumps(result) if as_json else format_result(result))
 
 

@@ -90,7 +90,7 @@ def per_row_loss(run: Path, shards: Path) -> tuple[float, int]:
 
 
 def eval_json(*args: object) -> dict:
-    return json.loads(cli("train", "eval", *args, "--device", "cpu", "--json").stdout)
+    return json.loads(cli("train", "eval", "-q", *args, "--device", "cpu", "--json").stdout)
 
 
 @pytest.mark.parametrize("which", ["shards", "ragged"])
@@ -104,7 +104,7 @@ def test_loss_equals_a_per_row_loss_over_every_row(data: dict, which: str) -> No
     assert out["loss"] == pytest.approx(expected, abs=1e-5)
     assert out["tokens"] == labelled and out["rows"] == len(ids_rows)
     assert "retrieval" not in out
-    text = cli("train", "eval", data["run"], "--shards", shards, "--device", "cpu").stdout.splitlines()
+    text = cli("train", "eval", "-q", data["run"], "--shards", shards, "--device", "cpu").stdout.splitlines()
     assert text == [f"loss {out['loss']:.4f}", f"tokens {labelled}"]
 
 
@@ -120,7 +120,9 @@ def test_rows_loss_restores_the_training_flag_and_has_no_loss_without_labels(dat
 
 
 def test_lexicon_prints_one_line_per_layer(data: dict) -> None:
-    res = cli("train", "eval", data["run"], "--shards", data["shards"], "--lexicon", data["lexicon"], "--device", "cpu")
+    res = cli(
+        "train", "eval", "-q", data["run"], "--shards", data["shards"], "--lexicon", data["lexicon"], "--device", "cpu"
+    )
     lines = res.stdout.splitlines()
     model, info = checkpoint.load_model(data["run"])
     pairs = [(w, w.upper()) for w in data["words"]]
@@ -155,7 +157,7 @@ def test_tokenizer_mismatch_is_one_line_naming_both(data: dict) -> None:
     run_sha = checkpoint.read_run(data["run"])["tokenizer_sha256"]
     other_sha = json.loads((data["other"] / "manifest.json").read_text())["tokenizer"]["sha256"]
     assert run_sha != other_sha
-    res = cli("train", "eval", data["run"], "--shards", data["other"], "--device", "cpu", code=2)
+    res = cli("train", "eval", "-q", data["run"], "--shards", data["other"], "--device", "cpu", code=2)
     one_error_line(res, "tokenizer mismatch", run_sha, other_sha)
     assert res.stdout == ""
 
@@ -171,7 +173,7 @@ def test_a_damaged_shard_directory_is_one_line(data: dict, tmp_path: Path, damag
         raw = bytearray(shard.read_bytes())
         raw[len(raw) // 2] ^= 0x01
         shard.write_bytes(bytes(raw))
-    res = cli("train", "eval", data["run"], "--shards", shards, "--device", "cpu", code=2)
+    res = cli("train", "eval", "-q", data["run"], "--shards", shards, "--device", "cpu", code=2)
     one_error_line(res, "damaged shard directory", shard_name(1), "missing" if damage == "missing" else "sha256")
 
 
@@ -181,8 +183,8 @@ def test_a_moved_or_changed_tokenizer_stops_retrieval(data: dict, tmp_path: Path
     checkpoint.save_model(moved, model, {**info, "tokenizer_path": str(tmp_path / "gone" / "tokenizer.json")})
     checkpoint.save_model(changed, model, {**info, "tokenizer_path": str(data["other_tokenizer"])})
     args = ("--shards", data["shards"], "--device", "cpu")
-    assert cli("train", "eval", moved, *args).stdout.startswith("loss ")  # the loss needs no tokenizer
-    res = cli("train", "eval", moved, *args, "--lexicon", data["lexicon"], code=2)
+    assert cli("train", "eval", "-q", moved, *args).stdout.startswith("loss ")  # the loss needs no tokenizer
+    res = cli("train", "eval", "-q", moved, *args, "--lexicon", data["lexicon"], code=2)
     one_error_line(res, "tokenizer cannot be loaded", "gone")
-    res = cli("train", "eval", changed, *args, "--lexicon", data["lexicon"], code=2)
+    res = cli("train", "eval", "-q", changed, *args, "--lexicon", data["lexicon"], code=2)
     one_error_line(res, "tokenizer changed", info["tokenizer_sha256"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from prealign.errors import InputError
 from prealign.shards import MANIFEST, iter_rows, read_manifest, read_rows, require_sound_shards
@@ -61,9 +62,10 @@ def evaluate_run(
     batch_size: int = 8,
     device: str = "auto",
     max_pairs: int | None = MAX_PAIRS,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Loss (and, with ``lexicon``, per-layer retrieval) of the run in ``run_dir`` on ``shards_dir``; see the
-    module doc. Returns a JSON-ready dict."""
+    module doc. ``progress`` shows a bar over the rows (on stderr). Returns a JSON-ready dict."""
     from prealign.train.evaluate import rows_loss, translation_retrieval
 
     run_dir, shards_dir = Path(run_dir), Path(shards_dir)
@@ -88,15 +90,16 @@ def evaluate_run(
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else nullcontext()
 
     pad_id = int(tok.get("pad_id") or tok.get("eot_id") or 0)
-    loss, tokens = rows_loss(
-        model, _rows(shards_dir), batch_size, model.config.max_seq_len, torch_device, autocast, pad_id
-    )
+    n_rows = sum(int(s["rows"]) for s in manifest["shards"])
+    rows = tqdm(_rows(shards_dir), total=n_rows, desc="eval", unit="row", disable=not progress, dynamic_ncols=True)
+    loss, tokens = rows_loss(model, rows, batch_size, model.config.max_seq_len, torch_device, autocast, pad_id)
+    rows.close()
     result: dict[str, Any] = {
         "run": str(run_dir),
         "shards": str(shards_dir),
         "loss": loss,
         "tokens": tokens,
-        "rows": sum(int(s["rows"]) for s in manifest["shards"]),
+        "rows": n_rows,
         "device": str(torch_device),
         "dtype": "bfloat16" if cuda else "float32",
     }
