@@ -450,9 +450,6 @@ class ShardReader:
         lo, hi = rows.offsets[r], rows.offsets[r + 1]
         return rows.input_ids[lo:hi], rows.labels[lo:hi], rows.switched[lo:hi]
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_open": {}}  # mapped shards stay with their process
-
 
 @functools.cache
 def _define_shard_dataset() -> type:

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from prealign.train.align_init import encode_words, pad_ids, pad_token_id
 from prealign.train.batches import collate, label_count
-from prealign.train.model import IGNORE_INDEX, Transformer
+from prealign.train.model import Transformer
 from prealign.train.word_model import pool, word_model
 
 
@@ -153,28 +153,9 @@ def text_loss(
         stream.extend(enc.ids)
         if eot is not None:
             stream.append(eot)
-    windows = [stream[i : i + seq_len] for i in range(0, max(len(stream) - 1, 0), seq_len - 1)]
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    total, count = 0.0, 0
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start : start + batch_size]
-        ids, mask = pad_ids(chunk, 0)
-        labels = ids.masked_fill(~mask, IGNORE_INDEX).to(device)
-        logits = model(ids.to(device)).logits
-        target = labels[:, 1:]
-        total += float(
-            F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-                target.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-        )
-        count += int((target != IGNORE_INDEX).sum())
-    model.train(was_training)
-    return {"loss": total / count if count else float("nan"), "tokens": count}
+    windows = [np.asarray(stream[i : i + seq_len]) for i in range(0, max(len(stream) - 1, 0), seq_len - 1)]
+    loss, count = rows_loss(model, ((w, w) for w in windows), batch_size, seq_len, _device(model))
+    return {"loss": float("nan") if loss is None else loss, "tokens": count}
 
 
 def _chunks(rows: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:

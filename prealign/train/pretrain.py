@@ -382,11 +382,9 @@ def setup_run(
     """The model and position to train from: the run's newest checkpoint (resume), the init run's model, or a
     fresh one."""
     if not resume:
-        device = resolve_device(cfg.device)
-        if init_run is None:
-            return build_model(cfg, manifest, None, device)
-        setup = build_model(cfg, manifest, init_run, device)
-        setup.cfg = init_config(cfg, setup.model.config, explicit, init_run)
+        setup = build_model(cfg, manifest, init_run, resolve_device(cfg.device))
+        if init_run is not None:
+            setup.cfg = init_config(cfg, setup.model.config, explicit, init_run)
         return setup
     record = checkpoint.read_run(run_dir)
     where = checkpoint.model_dir(run_dir)
@@ -427,14 +425,15 @@ def pretrain(
         raise InputError("the manifest records no tokenizer sha256 / vocab_size", shards_dir / "manifest.json")
     if verify_shards:
         require_sound_shards(shards_dir)  # every shard against the manifest, before step 1
-    split_rows(manifest, config.eval_fraction)  # a directory without rows fails before the run directory is made
+    split = split_rows(manifest, config.eval_fraction)  # a directory without rows fails before the run dir is made
 
     with run_session(run_dir, resume=resume, overwrite=overwrite) as session:
         # --- the model, the optimizer and the data, at the position the run starts from
         setup = setup_run(config, manifest, shards_dir, run_dir, init_run, resume, explicit)
         cfg, model, device = setup.cfg, setup.model, setup.device
         checkpoint.check_model_fits(model, setup.info, tok, setup.source)
-        split = split_rows(manifest, cfg.eval_fraction)
+        if cfg.eval_fraction != config.eval_fraction:  # a resumed run's recorded fraction
+            split = split_rows(manifest, cfg.eval_fraction)
         stream = TrainStream(shards_dir, split, cfg.seed)
         optimizer = make_optimizer(model, cfg, device)
         if resume:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -146,7 +146,3 @@ class Prefetcher(Generic[T]):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def __iter__(self) -> Iterator[T]:
-        while True:
-            yield self.next()
