@@ -72,7 +72,7 @@ def run_extract(data: Path, out: Path, workers: int) -> tuple[float, dict[str, f
 
 def run_switch(data: Path, assets: tuple[Path, Path], out: Path, workers: int) -> tuple[float, dict[str, float]]:
     from prealign.codeswitch.table import SwitchConfig
-    from prealign.pipelines.switch import SwitchJob, switch_corpus
+    from prealign.pipelines.switch_job import SwitchJob, switch_corpus
 
     target = out / f"shards-{workers}"
     shutil.rmtree(target, ignore_errors=True)

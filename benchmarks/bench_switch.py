@@ -113,7 +113,7 @@ def run_switch(
     tok_path: Path, lex_path: Path, corpus: Path, out: Path, workers: int, ratio: float = 0.05
 ) -> tuple[float, dict]:
     from prealign.codeswitch.table import SwitchConfig
-    from prealign.pipelines.switch import SwitchJob, switch_corpus
+    from prealign.pipelines.switch_job import SwitchJob, switch_corpus
 
     shutil.rmtree(out, ignore_errors=True)
     job = SwitchJob([corpus], lex_path, tok_path, out, SwitchConfig(ratio=ratio), workers=workers, progress=False)

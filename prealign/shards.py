@@ -184,12 +184,6 @@ def read_shard(path: Path) -> pa.Table:
         raise InputError(f"unreadable shard: {exc}", path) from exc
 
 
-def shard_paths(directory: Path) -> list[Path]:
-    """The manifest's shard files, in order."""
-    manifest = read_manifest(directory)
-    return [Path(directory) / s["file"] for s in manifest["shards"]]
-
-
 def check_shards(directory: Path) -> list[str]:
     """Problems found when checking every shard against the manifest (sha256, row and token counts, token ids
     inside the manifest's vocab_size); [] when sound. InputError for an unreadable manifest."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from prealign.codeswitch.tokenizer import train_tokenizer
 from prealign.train.align_init import (
@@ -24,8 +25,8 @@ from prealign.train.align_init import (
     pad_ids,
     train_align_init,
 )
-from prealign.train.evaluate import text_loss, translation_retrieval, word_vectors
 from prealign.train.model import Transformer, model_config
+from prealign.train.model_metrics import text_loss, translation_retrieval, word_vectors
 from prealign.train.word_model import pool, word_model
 
 PAIRS = [
@@ -301,6 +302,23 @@ def test_training_is_deterministic(tokenizer: Tokenizer) -> None:
     )
     assert other != runs[0]
     assert set(runs[0][0]["align_layers"]) == {"embedding", "block 2"}
+
+
+def test_rate_of_every_optimizer_step_first_and_last_included(tokenizer: Tokenizer) -> None:
+    # steps counted from 1: step k <= warmup has lr * k / warmup, then cosine to lr * min_lr_ratio at the last step
+    config = AlignInitConfig(steps=8, batch_size=8, lr=2e-3, warmup=4, min_lr_ratio=0.25, log_every=1, device="cpu")
+    floor = 2e-3 * 0.25
+    cosine = [floor + 0.5 * (2e-3 - floor) * (1 + math.cos(math.pi * (k - 4) / 4)) for k in range(5, 9)]
+    expected = [5e-4, 1e-3, 1.5e-3, 2e-3, *cosine]
+    assert cosine[-1] == pytest.approx(5e-4) and cosine[0] < 2e-3
+    rates: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        metrics = train_align_init(tiny_model(tokenizer), tokenizer, lexicon_df(), config)
+    finally:
+        handle.remove()
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert [(m["step"], m["lr"]) for m in metrics] == list(zip(range(1, 9), rates, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -14,8 +14,8 @@ from prealign.pipelines.clone_experiment import CONDITIONS, EXTRA_CONDITIONS, PR
 from prealign.train import checkpoint
 from prealign.train.checkpoint import load_model
 from prealign.train.clone import clone_text
-from prealign.train.evaluate import text_loss, translation_retrieval
 from prealign.train.experiment_report import mean_sd
+from prealign.train.model_metrics import text_loss, translation_retrieval
 
 ALL = CONDITIONS + EXTRA_CONDITIONS
 CONDS = ("--conditions", ",".join(ALL))

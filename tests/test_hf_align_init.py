@@ -14,8 +14,8 @@ from prealign.cli import main
 from prealign.codeswitch.tokenizer import load_tokenizer, train_tokenizer
 from prealign.errors import InputError
 from prealign.train import checkpoint
-from prealign.train.evaluate import translation_retrieval
 from prealign.train.hf_models import load_hf_model
+from prealign.train.model_metrics import translation_retrieval
 
 transformers = pytest.importorskip("transformers", reason="--hf-model needs the [hf] extra (transformers)")
 

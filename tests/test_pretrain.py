@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from prealign.codeswitch.tokenizer import save_tokenizer, tokenizer_info, train_tokenizer
 from prealign.errors import InputError
@@ -171,6 +175,34 @@ def test_resume_equals_uninterrupted_run(data: dict, full_run: Path) -> None:
     b, _ = checkpoint.load_model(full_run)
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=k)
+
+
+@contextmanager
+def optimizer_rates() -> Iterator[list[float]]:
+    """The learning rate of every optimizer step taken inside the block, read from the optimizer itself."""
+    rates: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        yield rates
+    finally:
+        handle.remove()
+
+
+def test_rate_of_every_optimizer_step_first_and_last_included(data: dict) -> None:
+    # steps counted from 1: step k <= warmup has lr * k / warmup, then cosine to lr * min_lr_ratio at the last step
+    cfg = replace(BASE, steps=8, warmup=3, lr=3e-3, min_lr_ratio=0.1, log_every=100, eval_every=0)
+    floor = 3e-3 * 0.1
+    cosine = [floor + 0.5 * (3e-3 - floor) * (1 + math.cos(math.pi * (k - 3) / 5)) for k in range(4, 9)]
+    expected = [1e-3, 2e-3, 3e-3, *cosine]
+    assert cosine[-1] == pytest.approx(3e-4) and cosine[0] < 3e-3
+    with optimizer_rates() as rates:
+        pretrain(data["shards"], data["root"] / "rates", cfg, progress=False)
+    assert rates == pytest.approx(expected, rel=1e-12)
+    # a resumed run takes the rates the uninterrupted one would have from the step after its checkpoint
+    with optimizer_rates() as rates:
+        pretrain(data["shards"], data["root"] / "rates-resumed", cfg, progress=False, stop_after=5)
+        pretrain(data["shards"], data["root"] / "rates-resumed", cfg, progress=False, resume=True)
+    assert rates == pytest.approx(expected, rel=1e-12)
 
 
 def test_resume_without_checkpoint_fails(data: dict) -> None:

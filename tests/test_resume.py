@@ -22,7 +22,7 @@ from conftest import cli, psutil_module, wait_gone
 from test_switch_job import Assets, sentences
 
 import prealign.pipelines.extract as extract
-import prealign.pipelines.switch as switch_pipeline
+import prealign.pipelines.switch_job as switch_pipeline
 from prealign.lexicon import builtin_aligner
 from prealign.pipelines import faults
 from prealign.pipelines.workdir import JOURNAL, LOCK, WorkDir, read_journal
@@ -33,7 +33,7 @@ RUNNER = """
 import atexit, functools, json, os, sys
 import prealign.lexicon.builtin_aligner as aligner
 import prealign.pipelines.extract as extract
-import prealign.pipelines.switch as switch
+import prealign.pipelines.switch_job as switch
 
 extract.READ_BATCH = int(sys.argv.pop(1))
 switch.DOC_BATCH = int(sys.argv.pop(1))

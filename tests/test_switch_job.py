@@ -18,12 +18,12 @@ from click.testing import Result
 from conftest import cli, files_in, one_error_line, shard_rows
 from tokenizers import Tokenizer
 
-import prealign.pipelines.switch as switch_pipeline
+import prealign.pipelines.switch_job as switch_pipeline
 from prealign.codeswitch.switch import Switched, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import load_tokenizer, save_tokenizer, tokenizer_info, train_tokenizer
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.pipelines.switch import SwitchJob, switch_corpus
+from prealign.pipelines.switch_job import SwitchJob, switch_corpus
 from prealign.shards import CARD, MANIFEST, SCHEMA, SCHEMA_VERSION, read_shard
 
 IGNORE = -100

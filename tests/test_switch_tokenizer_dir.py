@@ -13,7 +13,7 @@ from conftest import cli, lexicon_frame, one_error_line, shard_rows
 from tokenizer_families import added_token
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-import prealign.pipelines.switch as switch_pipeline
+import prealign.pipelines.switch_job as switch_pipeline
 from prealign.codeswitch.switch import Switched, switch_batch
 from prealign.codeswitch.table import SwitchConfig, build_table
 from prealign.codeswitch.tokenizer import special_tokens, train_tokenizer

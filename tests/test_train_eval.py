@@ -18,7 +18,7 @@ from prealign.codeswitch.tokenizer import load_tokenizer
 from prealign.shards import SCHEMA_VERSION, rows_from_lists, shard_name, write_manifest, write_shard
 from prealign.train import checkpoint
 from prealign.train.eval_run import lexicon_pairs
-from prealign.train.evaluate import rows_loss, translation_retrieval
+from prealign.train.model_metrics import rows_loss, translation_retrieval
 from prealign.train.pretrain import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

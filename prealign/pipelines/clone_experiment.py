@@ -30,7 +30,7 @@ from prealign.errors import InputError
 from prealign.lexicon.evaluate import lexicon_precision
 from prealign.lexicon.lexicon_io import read_lexicon
 from prealign.pipelines.extract import ExtractJob, ParallelInput, extract_lexicon
-from prealign.pipelines.switch import SwitchJob, switch_corpus
+from prealign.pipelines.switch_job import SwitchJob, switch_corpus
 from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text
 
@@ -268,7 +268,7 @@ def _align_init(data: Path, run: Path, cfg: ExperimentConfig, seed: int, align_w
 
 
 def _heldout(model, tok, data: Path, cfg: ExperimentConfig) -> dict[str, float]:
-    from prealign.train.evaluate import text_loss
+    from prealign.train.model_metrics import text_loss
 
     return {
         lang: text_loss(model, tok, data / f"{lang}.eval.txt", seq_len=cfg.seq_len, batch_size=cfg.batch_size)["loss"]
@@ -328,7 +328,7 @@ def evaluate_run(run: Path, data: Path, cfg: ExperimentConfig) -> dict[str, Any]
     """Every metric of a trained model, computed from the model."""
     from prealign.train.checkpoint import load_model
     from prealign.train.clone import clone_text
-    from prealign.train.evaluate import translation_retrieval
+    from prealign.train.model_metrics import translation_retrieval
     from prealign.train.probes import Fact, knowledge_probe, transfer_probe
 
     tok = load_tokenizer(data / "tokenizer.json")

@@ -285,11 +285,6 @@ class EntryBatcher:
         return make_batch(words, self.table, self.lengths, self.word_entries.__getitem__)
 
 
-def lr_at(step: int, config: AlignInitConfig) -> float:
-    """Learning rate of (0-based) ``step``: the shared warmup + cosine schedule."""
-    return warmup_cosine(step + 1, config.steps, config.warmup, config.lr, config.min_lr_ratio)
-
-
 def train_align_init(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
@@ -337,8 +332,8 @@ def train_align_init(
     window = torch.zeros(2 + len(layers), device=device)  # summed on the device, read at the log interval
     window_steps, tokens = 0, 0
     batch = prepared()
-    for step in range(config.steps):
-        lr = lr_at(step, config)
+    for step in range(1, config.steps + 1):  # optimizer steps counted from 1, as warmup_cosine counts them
+        lr = warmup_cosine(step, config.steps, config.warmup, config.lr, config.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         tokens += batch.tokens
@@ -351,16 +346,16 @@ def train_align_init(
         optimizer.step()
         window += torch.stack([total.detach(), lm.detach(), *(a.detach() for a in aligns)]).float()
         window_steps += 1
-        if step + 1 < config.steps:
+        if step < config.steps:
             batch = prepared()  # made on the host while the device runs this step
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+        if step % config.log_every == 0 or step == config.steps:
             mean = (window / window_steps).tolist()
             if not all(math.isfinite(x) for x in mean):
                 raise TrainingDiverged(
-                    f"training diverged: the loss became NaN or infinite by step {step + 1} (try a lower --lr)"
+                    f"training diverged: the loss became NaN or infinite by step {step} (try a lower --lr)"
                 )
             record = {
-                "step": step + 1,
+                "step": step,
                 "lr": lr,
                 "loss": mean[0],
                 "lm_loss": mean[1],

@@ -66,7 +66,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Loss (and, with ``lexicon``, per-layer retrieval) of the run in ``run_dir`` on ``shards_dir``; see the
     module doc. ``progress`` shows a bar over the rows (on stderr). Returns a JSON-ready dict."""
-    from prealign.train.evaluate import rows_loss, translation_retrieval
+    from prealign.train.model_metrics import rows_loss, translation_retrieval
 
     run_dir, shards_dir = Path(run_dir), Path(shards_dir)
     if batch_size < 1:

@@ -119,11 +119,6 @@ class PretrainConfig:
         return asdict(self)
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Learning rate of (1-based) ``step``."""
-    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_ratio)
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -414,7 +409,7 @@ def pretrain(
     skips checking every shard against the manifest, for a caller that has just checked the same shards."""
     from tqdm import tqdm
 
-    from prealign.train.evaluate import rows_loss
+    from prealign.train.model_metrics import rows_loss
 
     shards_dir, run_dir = Path(shards_dir), Path(run_dir)
     init_run = None if init_run is None else Path(init_run)
@@ -511,7 +506,7 @@ def pretrain(
         try:
             for step in range(setup.step + 1, end + 1):
                 batch = batches.next()
-                lr = lr_at(step, cfg)
+                lr = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_ratio)
                 step_loss = train_step(step_model, batch, device, autocast)
                 grad_norm = optimizer_step(model, optimizer, lr, cfg.grad_clip)
                 nonfinite |= ~torch.isfinite(step_loss) | ~torch.isfinite(grad_norm)

@@ -221,7 +221,7 @@ def transfer_probe(
 ) -> dict[str, float]:
     """Word-category classifier trained on English vectors at ``layer`` (default: the last block), tested on
     held-out words in English (``en``) and through ``translate`` (``transfer``, zero-shot)."""
-    from prealign.train.evaluate import word_vectors
+    from prealign.train.model_metrics import word_vectors
 
     train, test = category_split(words)
     if not train or not test:

@@ -47,8 +47,9 @@ def check_number(name: str, value: object, low: float, high: float = math.inf, o
 
 
 def warmup_cosine(step: int, steps: int, warmup: int, lr: float, min_lr_ratio: float) -> float:
-    """Learning rate of (1-based) ``step``: linear warmup over ``warmup`` steps, then cosine down to
-    ``min_lr_ratio * lr`` at ``steps``."""
+    """Learning rate of optimizer step ``step``, counted from 1 (the first update is step 1, the last ``steps``):
+    linear warmup from ``lr / warmup`` to ``lr`` at step ``warmup``, then cosine down to ``min_lr_ratio * lr`` at
+    ``steps``. Both trainers (pretraining and alignment initialisation) take their rates from here."""
     if warmup and step <= warmup:
         return lr * step / warmup
     progress = min(1.0, (step - warmup) / max(1, steps - warmup))

@@ -48,10 +48,10 @@ from prealign.codeswitch.tokenizer import (
     tokenizer_info,
 )
 from prealign.errors import DiskFull, InputError, disk_full_is_input_error
-from prealign.lexicon.executor import Executor
 from prealign.lexicon.lexicon_io import read_lexicon
 from prealign.outputs import check_outputs
 from prealign.pipelines import faults
+from prealign.pipelines.executor import Executor
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.ray_runtime import executor_for
 from prealign.pipelines.workdir import WorkDir, WorkDirBusy, file_identity, fingerprint, read_journal
