@@ -220,7 +220,8 @@ def _backend(kw: dict[str, Any]) -> tuple[str, Any]:
         verb = "does" if len(misplaced) == 1 else "do"
         raise click.UsageError(f"{', '.join(misplaced)} {verb} not apply to --aligner {backend}")
     if backend not in NEURAL:
-        make_aligner(backend)  # a missing extra: error now, before reading the input
+        if backend != "builtin":
+            make_aligner(backend)  # a missing extra: error now, before reading the input
         return backend, None
     from prealign.lexicon.aligners.neural import NeuralConfig
 
@@ -241,7 +242,7 @@ def _backend(kw: dict[str, Any]) -> tuple[str, Any]:
             layer=neural["layer"],
             threshold=neural["softmax_threshold"],
         )
-        make_aligner(backend, None, config)
+        make_aligner(backend, config)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
     return backend, config
@@ -258,7 +259,7 @@ def too_long_line(aligner: dict[str, Any]) -> str | None:
 
 def _job_fields(kw: dict[str, Any]) -> dict[str, Any]:
     """Turn the shared options into AlignJob fields."""
-    from prealign.lexicon.builtin_aligner import BuiltinConfig
+    from prealign.lexicon.em import BuiltinConfig
     from prealign.pipelines.extract import ParallelInput
     from prealign.text import side_segmenters
 
@@ -572,7 +573,7 @@ def switch_cmd(corpus: tuple[Path, ...], **kw: Any) -> None:
     Output is byte-identical for any number of workers.
     """
     from prealign.codeswitch.table import SwitchConfig
-    from prealign.pipelines.switch import SwitchJob, switch_corpus, switch_report
+    from prealign.pipelines.switch_job import SwitchJob, switch_corpus, switch_report
 
     try:
         config = SwitchConfig(

@@ -274,6 +274,16 @@ def test_options_of_another_aligner_are_usage_errors(
         assert result.stderr.count("\n") == 1, result.stderr  # one line, not click's usage block
 
 
+def test_make_aligner_makes_the_backends_only() -> None:
+    """The built-in aligner runs as stages of the job (prealign.pipelines.em_stage), not behind make_aligner."""
+    from prealign.lexicon.aligners import make_aligner
+
+    with pytest.raises(ValueError, match="builtin runs as stages"):
+        make_aligner("builtin")
+    with pytest.raises(ValueError, match="needs a NeuralConfig"):
+        make_aligner("simalign")
+
+
 # --- eflomal -----------------------------------------------------------------------------------------------
 
 
@@ -288,7 +298,6 @@ def test_eflomal_on_the_hansards_gold(tmp_path: Path) -> None:
     from prealign.lexicon.aligners.eflomal_backend import EflomalConfig
     from prealign.lexicon.encode import encode_corpus
     from prealign.lexicon.evaluate import alignment_scores
-    from prealign.lexicon.executor import LocalExecutor
     from prealign.lexicon.links import read_gold
     from prealign.lexicon.symmetrize import sentence_links, split_keys, symmetrize
 
@@ -299,7 +308,7 @@ def test_eflomal_on_the_hansards_gold(tmp_path: Path) -> None:
     src = [p[0].lower().split() for p in pairs] + [["w"] * 1100]
     tgt = [p[1].lower().split() for p in pairs] + [["v"] * 1100]
     corpus = encode_corpus(src, tgt)
-    out = make_aligner("eflomal", None, EflomalConfig(rel_iterations=0.3)).align(corpus, LocalExecutor())
+    out = make_aligner("eflomal", EflomalConfig(rel_iterations=0.3)).align(corpus)
     assert out.stats["too_long"] == 1
     ((fwd, bwd),) = out.parts
     inter, gdfa, union = (symmetrize(fwd, bwd, m) for m in ("intersect", "grow-diag-final-and", "union"))

@@ -5,17 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prealign.lexicon.em import SentenceArrays
 from prealign.lexicon.encode import candidate_grid, encode_corpus
+from prealign.lexicon.hmm import make_chunk
 
 SRC = [["the", "cat", "sleeps"], ["a", "cat"], ["the", "dog", "the"]]
 TGT = [["le", "chat", "dort"], ["un", "chat"], ["le", "chien"]]
 
 
 def grid_pairs(corpus, s: int) -> list[tuple[str, str]]:
-    """(source word, target word) of each slot of sentence s's grid, read back through the pair ids."""
-    slots = corpus.cand_pair[corpus.cand_offsets[s] : corpus.cand_offsets[s + 1]]
-    src = corpus.src_vocab.lookup(corpus.pair_src[slots])
-    tgt = corpus.tgt_vocab.lookup(corpus.pair_tgt[slots])
+    """(source word, target word) of each slot of sentence s's grid, read back through the word ids."""
+    cand_offsets, sent, i, j = candidate_grid(corpus.src_offsets, corpus.tgt_offsets)
+    slots = np.arange(cand_offsets[s], cand_offsets[s + 1])
+    assert (sent[slots] == s).all()
+    src = corpus.src_vocab.lookup(corpus.src_ids[corpus.src_offsets[s] + i[slots]])
+    tgt = corpus.tgt_vocab.lookup(corpus.tgt_ids[corpus.tgt_offsets[s] + j[slots]])
     return list(zip(src, tgt, strict=True))
 
 
@@ -46,28 +50,34 @@ def test_offsets_and_lengths() -> None:
 
 def test_candidate_grid_is_source_major() -> None:
     c = encode_corpus(SRC, TGT)
-    assert c.cand_offsets.tolist() == [0, 9, 13, 19]
-    assert len(c.cand_pair) == 19
+    cand_offsets, sent, _, _ = candidate_grid(c.src_offsets, c.tgt_offsets)
+    assert cand_offsets.tolist() == [0, 9, 13, 19]
+    assert len(sent) == 19
     for s in range(3):
         expected = [(a, b) for a in SRC[s] for b in TGT[s]]  # slot i * J + j
         assert grid_pairs(c, s) == expected
 
 
-def test_pair_ids_distinct_and_first_occurrence() -> None:
+def test_pairs_of_the_grid() -> None:
+    """The EM's pairs over the grid (prealign.lexicon.hmm.make_chunk): one per distinct (source word, target
+    word), sorted by source then target id, and every slot of the grid pointing at its own."""
     c = encode_corpus(SRC, TGT)
-    keys = list(zip(c.pair_src.tolist(), c.pair_tgt.tolist(), strict=True))
-    assert len(set(keys)) == len(keys) == c.n_pairs
-    # every pair id is used, and ids first appear in increasing order along the flat grid
-    _, first = np.unique(c.cand_pair, return_index=True)
-    assert np.all(np.diff(first) > 0)
-    assert c.cand_pair.max() == c.n_pairs - 1
-    # the same (source word, target word) in two sentences gets the same pair id: ("the", "le") in 0 and 2
-    assert c.cand_pair[0] == c.cand_pair[13] == 0
-    # "the" occurs twice in sentence 2, so its grid repeats the same ids on rows 0 and 2
-    g2 = c.cand_pair[13:19].reshape(3, 2)
+    sentences = SentenceArrays(c.src_ids, c.src_offsets, c.tgt_ids, c.tgt_offsets)
+    chunk = make_chunk(sentences, len(c.src_vocab), len(c.tgt_vocab))
+    pair = chunk.cand_local[:-1]
+    assert len(pair) == 19 and pair.max() == len(chunk.pairs) - 1
+    words = [(c.src_vocab.lookup([k >> 32])[0], c.tgt_vocab.lookup([k & 0xFFFFFFFF])[0]) for k in chunk.pairs]
+    src_id = {w: k for k, w in enumerate(c.src_vocab.words.to_pylist())}
+    tgt_id = {w: k for k, w in enumerate(c.tgt_vocab.words.to_pylist())}
+    assert words == sorted(set(words), key=lambda w: (src_id[w[0]], tgt_id[w[1]]))
+    assert [words[p] for p in pair] == [wp for s in range(3) for wp in grid_pairs(c, s)]
+    # the same (source word, target word) in two sentences is the same pair: ("the", "le") in 0 and 2
+    assert pair[0] == pair[13] == 0
+    # "the" occurs twice in sentence 2, so its grid repeats the same pairs on rows 0 and 2
+    g2 = pair[13:19].reshape(3, 2)
     assert (g2[0] == g2[2]).all()
-    # distinct words (cat, chat) vs (the, chat) get distinct ids
-    assert c.cand_pair[1] != c.cand_pair[4]
+    # distinct words (cat, chat) vs (the, chat) are distinct pairs
+    assert pair[1] != pair[4]
 
 
 def test_empty_sentences_have_empty_grids() -> None:
@@ -76,7 +86,7 @@ def test_empty_sentences_have_empty_grids() -> None:
     c = encode_corpus(src, tgt)
     assert c.src_lengths.tolist() == [2, 0, 1, 1]
     assert c.tgt_lengths.tolist() == [1, 2, 0, 2]
-    assert c.cand_offsets.tolist() == [0, 2, 2, 2, 4]
+    assert candidate_grid(c.src_offsets, c.tgt_offsets)[0].tolist() == [0, 2, 2, 2, 4]
     assert grid_pairs(c, 0) == [("a", "x"), ("b", "x")]
     assert grid_pairs(c, 1) == [] and grid_pairs(c, 2) == []
     assert grid_pairs(c, 3) == [("a", "x"), ("a", "y")]
@@ -86,9 +96,12 @@ def test_empty_sentences_have_empty_grids() -> None:
 
 def test_all_empty_and_no_sentences() -> None:
     c = encode_corpus([[], []], [[], []])
-    assert c.n_sentences == 2 and c.n_pairs == 0 and c.cand_offsets.tolist() == [0, 0, 0]
+    cand_offsets, sent, _, _ = candidate_grid(c.src_offsets, c.tgt_offsets)
+    assert c.n_sentences == 2 and cand_offsets.tolist() == [0, 0, 0] and len(sent) == 0
+    assert len(c.src_vocab) == len(c.tgt_vocab) == 0
     c = encode_corpus([], [])
-    assert c.n_sentences == 0 and c.n_pairs == 0 and len(c.cand_pair) == 0
+    cand_offsets, sent, _, _ = candidate_grid(c.src_offsets, c.tgt_offsets)
+    assert c.n_sentences == 0 and cand_offsets.tolist() == [0] and len(sent) == 0
 
 
 def test_mismatched_lengths_raise() -> None:

@@ -11,12 +11,17 @@ import polars as pl
 import pytest
 from conftest import cli
 
-from prealign.lexicon.builtin_aligner import BuiltinConfig
-from prealign.lexicon.encode import encode_corpus
+from prealign.lexicon.em import BuiltinConfig
 from prealign.lexicon.lexicon_io import read_lexicon
 from prealign.lexicon.spans import find_spans
-from prealign.lexicon.symmetrize import link_keys
-from prealign.pipelines.extract import ExtractJob, ParallelInput, count_pairs, extract_lexicon, stats_path
+from prealign.lexicon.symmetrize import link_keys, symmetrize
+from prealign.pipelines.corpus_stages import build_corpus
+from prealign.pipelines.count_stage import count_file, count_task, merge_counts, summed_pairs
+from prealign.pipelines.encode_stage import chunk_file, read_sentences
+from prealign.pipelines.executor import LocalExecutor
+from prealign.pipelines.extract import ExtractJob, ParallelInput, extract_lexicon, stats_path
+from prealign.pipelines.progress import Progress
+from prealign.pipelines.stages import StageRunner
 from prealign.text import SegmenterConfig
 
 
@@ -92,21 +97,54 @@ def test_runs_are_per_sentence() -> None:
 # --- counting -------------------------------------------------------------------------------------------------
 
 
-def test_count_pairs_joins_phrase_words_with_the_sides_joiner() -> None:
-    fr = encode_corpus([["everybody", "eats"]], [["tout", "le", "monde", "mange"]])
+WORDS = SegmenterConfig(method="whitespace")  # the sentences below are given as words
+
+
+def counted(
+    work: Path,
+    pairs: list[tuple[list[str], list[str]]],
+    precise: np.ndarray,
+    dense: np.ndarray,
+    max_span: int,
+    joiners: tuple[str, str] = (" ", " "),
+) -> pl.DataFrame:
+    """What the count stage counts of ``pairs`` aligned by ``precise`` links, with phrases found in ``dense``
+    ones: the corpus built into ``work`` by the corpus stages (one chunk), the links counted by ``count_task``
+    and summed by ``merge_counts``; word and phrase pairs together (columns src, tgt, count)."""
+    path = work.parent / f"{work.name}.tsv"
+    path.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in pairs), encoding="utf-8")
+    (work / "count").mkdir(parents=True)
+    runner = StageRunner(LocalExecutor(), work, Progress(False))
+    files = build_corpus(runner, {"pairs": path}, (WORDS, WORDS), None, None, Progress(False), 1 << 14, False)
+    assert files.n_chunks == 1 and files.n_sentences == len(pairs)
+    # forward links the precise ones, backward the dense ones: their intersection is the precise links, and
+    # grow-diag-final-and (which the stage finds phrases in) gives back the dense ones
+    np.testing.assert_array_equal(symmetrize(precise, dense, "grow-diag-final-and"), dense)
+    sentences = read_sentences(chunk_file(work, 0))
+    stats = count_task(work, 0, sentences, (precise, dense), "intersect", max_span, joiners)
+    np.testing.assert_array_equal(np.load(count_file(work, 0, ".links.npy")), precise)
+    words, phrases = merge_counts(work, 1, files.vocab())
+    assert stats["links"] == len(precise)
+    assert stats["phrase_links"] == (0 if phrases is None else phrases["count"].sum())
+    return words if phrases is None else summed_pairs([words, phrases])
+
+
+def test_counting_joins_phrase_words_with_the_sides_joiner(tmp_path: Path) -> None:
+    fr = [(["everybody", "eats"], ["tout", "le", "monde", "mange"])]
     precise = keys((0, 0, 2), (0, 1, 3))
     dense = keys((0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 3))
-    got = count_pairs(fr, precise, dense, max_span=3, joiners=(" ", " ")).sort("src")
+    got = counted(tmp_path / "fr3", fr, precise, dense, max_span=3, joiners=(" ", " ")).sort("src")
     assert got.rows() == [("eats", "mange", 1), ("everybody", "tout le monde", 1)]
-    assert count_pairs(fr, precise, dense, max_span=1).sort("src").rows() == [
+    assert counted(tmp_path / "fr1", fr, precise, dense, max_span=1).sort("src").rows() == [
         ("eats", "mange", 1),
         ("everybody", "monde", 1),
     ]
+    assert not count_file(tmp_path / "fr1", 0, ".phrases.parquet").exists()
     # a script written without spaces: the words of a phrase are joined without one; both directions
-    zh = encode_corpus([["the", "bank", "opens"], ["no", "one", "came"]], [["银", "行", "开"], ["没人", "来"]])
+    zh = [(["the", "bank", "opens"], ["银", "行", "开"]), (["no", "one", "came"], ["没人", "来"])]
     precise = keys((0, 1, 0), (0, 2, 2), (1, 1, 0), (1, 2, 1))
     dense = keys((0, 1, 0), (0, 1, 1), (0, 2, 2), (1, 0, 0), (1, 1, 0), (1, 2, 1))
-    got = count_pairs(zh, precise, dense, max_span=2, joiners=(" ", "")).sort("src")
+    got = counted(tmp_path / "zh", zh, precise, dense, max_span=2, joiners=(" ", "")).sort("src")
     assert got.rows() == [("bank", "银行", 1), ("came", "来", 1), ("no one", "没人", 1), ("opens", "开", 1)]
 
 

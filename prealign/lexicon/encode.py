@@ -1,9 +1,8 @@
 """Dictionary encoding of a segmented parallel corpus into flat integer arrays.
 
-Every word gets an integer id (first-occurrence order, so ids are deterministic), every sentence pair's
-source-by-target grid of candidate links gets a slot in one flat array, and every distinct (source word,
-target word) pair seen in some grid gets a pair id. Encoding is hash-based (pyarrow), never a sort over
-strings or pair keys.
+Every word gets an integer id (first-occurrence order, so ids are deterministic); :func:`candidate_grid`
+numbers the slots of every sentence pair's source-by-target grid of candidate links. Encoding is hash-based
+(pyarrow), never a sort over strings.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ class Vocab:
 
 @dataclass
 class EncodedCorpus:
-    """Flat word ids with per-sentence offsets for both sides, and the candidate-link grid."""
+    """Flat word ids with per-sentence offsets for both sides, and the vocabularies."""
 
     src_ids: np.ndarray  # int32, all source words of all sentences
     src_offsets: np.ndarray  # int64, n + 1
@@ -39,10 +38,6 @@ class EncodedCorpus:
     tgt_offsets: np.ndarray
     src_vocab: Vocab
     tgt_vocab: Vocab
-    cand_offsets: np.ndarray  # int64, n + 1: sentence s's grid is cand_offsets[s] .. +I*J, source-major
-    cand_pair: np.ndarray  # int32 pair id of each candidate link
-    pair_src: np.ndarray  # int32 source word id of each pair id
-    pair_tgt: np.ndarray  # int32 target word id of each pair id
 
     @property
     def n_sentences(self) -> int:
@@ -55,10 +50,6 @@ class EncodedCorpus:
     @property
     def tgt_lengths(self) -> np.ndarray:
         return np.diff(self.tgt_offsets)
-
-    @property
-    def n_pairs(self) -> int:
-        return len(self.pair_src)
 
 
 Sentences = Sequence[Sequence[str]] | pa.Array  # lists of words, or an Arrow list<string> array
@@ -106,24 +97,4 @@ def encode_corpus(src: Sentences, tgt: Sentences) -> EncodedCorpus:
         raise ValueError(f"{len(src)} source sentences but {len(tgt)} target sentences")
     src_ids, src_off, src_vocab = _encode_side(src)
     tgt_ids, tgt_off, tgt_vocab = _encode_side(tgt)
-    cand_off, sent, i, j = candidate_grid(src_off, tgt_off)
-    s_word = src_ids[src_off[sent] + i].astype(np.int64)
-    t_word = tgt_ids[tgt_off[sent] + j].astype(np.int64)
-    del sent, i, j
-    keys = pc.dictionary_encode(pa.array(s_word * max(len(tgt_vocab), 1) + t_word))
-    del s_word, t_word
-    cand_pair = keys.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    uniq = keys.dictionary.to_numpy()
-    width = max(len(tgt_vocab), 1)
-    return EncodedCorpus(
-        src_ids=src_ids,
-        src_offsets=src_off,
-        tgt_ids=tgt_ids,
-        tgt_offsets=tgt_off,
-        src_vocab=src_vocab,
-        tgt_vocab=tgt_vocab,
-        cand_offsets=cand_off,
-        cand_pair=cand_pair,
-        pair_src=(uniq // width).astype(np.int32),
-        pair_tgt=(uniq % width).astype(np.int32),
-    )
+    return EncodedCorpus(src_ids, src_off, tgt_ids, tgt_off, src_vocab, tgt_vocab)

@@ -12,11 +12,17 @@ K + i being "empty, last real position i". Transitions depend only on the jump w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
-from prealign.lexicon.encode import EncodedCorpus
+from prealign.lexicon.encode import candidate_grid
+
+if TYPE_CHECKING:
+    from prealign.lexicon.em import SentenceArrays
 
 FORWARD, BACKWARD = 0, 1  # forward: states are source words, target words observed; backward: the reverse
 _BATCH_ELEMENTS = 1 << 18  # padded B * T * K per batch
@@ -33,19 +39,15 @@ class Batch:
 
     k: int
     cidx: np.ndarray  # int32 [T, B, K] chunk-local candidate index (sentinel: n_candidates)
-    local: np.ndarray  # int32 [T, B, K] chunk-local pair index (sentinel: number of chunk pairs)
     obs: np.ndarray  # int32 [T, B] observed word id (sentinel: observed vocabulary size)
     mask: np.ndarray  # bool [T, B]
 
 
 @dataclass
 class Chunk:
-    """A fixed range of sentences, prepared for both directions."""
+    """A run of sentences, prepared for both directions."""
 
-    start: int
-    stop: int
-    cand_start: int
-    pairs: np.ndarray  # int32 global pair id of each chunk-local pair index
+    pairs: np.ndarray  # int64 sorted keys (source word << 32 | target word) of the chunk's pairs
     cand_local: np.ndarray  # int32 chunk-local pair index of each candidate (+ a sentinel at the end)
     batches: tuple[list[Batch], list[Batch]] = field(default_factory=lambda: ([], []))
 
@@ -56,9 +58,9 @@ class Chunk:
 
 @dataclass
 class Params:
-    """One direction's parameters: translation table over pair ids, empty-word table, jumps, p0."""
+    """One direction's parameters for one chunk: translation table over its pairs, empty word, jumps, p0."""
 
-    t: np.ndarray  # float32 [n_pairs]: p(obs | state word) for each pair id
+    t: np.ndarray  # float32 [chunk pairs]: p(obs | state word) of each chunk-local pair
     t_null: np.ndarray  # float32 [V_obs]: p(obs | empty)
     jump: np.ndarray | None  # float32 [2 * max_jump + 1] over d = i - i' (clipped), None for Model 1
     p0: float
@@ -72,9 +74,6 @@ class Counts:
     pairs: np.ndarray  # float64 [chunk pairs]
     null: np.ndarray  # float64 [V_obs]
     jump: np.ndarray  # float64 [2 * max_jump + 1]
-    to_null: float
-    transitions: float
-    loglik: float
     posterior: np.ndarray | None = None  # float32 [chunk candidates] p(link) per grid slot
     best: np.ndarray | None = None  # int64 chunk-local grid slots of the decoded links (with ``decode``)
 
@@ -99,29 +98,34 @@ def _group_batches(lens_state: np.ndarray, lens_obs: np.ndarray) -> list[tuple[i
     return out
 
 
-def make_chunk(corpus: EncodedCorpus, start: int, stop: int) -> Chunk:
-    """Prepare sentences [start, stop) of the corpus for both directions."""
-    c0, c1 = int(corpus.cand_offsets[start]), int(corpus.cand_offsets[stop])
-    cand_pair = corpus.cand_pair[c0:c1]
-    seen = np.zeros(corpus.n_pairs, dtype=bool)
-    seen[cand_pair] = True
-    pairs = np.flatnonzero(seen).astype(np.int32)  # the chunk's pairs, in global id order
-    lookup = np.empty(corpus.n_pairs, dtype=np.int32)
-    lookup[pairs] = np.arange(len(pairs), dtype=np.int32)
-    cand_local = np.empty(c1 - c0 + 1, dtype=np.int32)
-    np.take(lookup, cand_pair, out=cand_local[:-1])
+def make_chunk(sentences: SentenceArrays, n_src: int, n_tgt: int) -> Chunk:
+    """Prepare a run of sentence pairs (word ids of vocabularies of ``n_src`` and ``n_tgt`` words) for both
+    directions. The chunk's pairs are the distinct ``source word << 32 | target word`` keys of its candidate
+    links, sorted."""
+    src_off, tgt_off = sentences.src_offsets, sentences.tgt_offsets
+    cand_offsets, sent, i, j = candidate_grid(src_off, tgt_off)
+    keys = (sentences.src_ids[src_off[sent] + i].astype(np.int64) << 32) | sentences.tgt_ids[tgt_off[sent] + j]
+    del sent, i, j
+    encoded = pc.dictionary_encode(pa.array(keys))  # hashing, then a sort of the distinct keys only
+    distinct = encoded.dictionary.to_numpy()
+    order = np.argsort(distinct)
+    pairs = distinct[order]
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    cand_local = np.empty(len(keys) + 1, dtype=np.int32)
+    np.take(rank, encoded.indices.to_numpy(zero_copy_only=False), out=cand_local[:-1])
     cand_local[-1] = len(pairs)  # sentinel pair index, whose probability is 1
-    chunk = Chunk(start, stop, c0, pairs, cand_local)
-    src_len = corpus.src_lengths[start:stop]
-    tgt_len = corpus.tgt_lengths[start:stop]
-    off = corpus.cand_offsets[start:stop] - c0
+    start, stop, c0, c1 = 0, sentences.n_sentences, 0, len(keys)
+    chunk = Chunk(pairs, cand_local)
+    src_len, tgt_len = np.diff(src_off), np.diff(tgt_off)
+    off = cand_offsets[start:stop] - c0
     sentinel = c1 - c0
     for direction in (FORWARD, BACKWARD):
         k_len, t_len = (src_len, tgt_len) if direction == FORWARD else (tgt_len, src_len)
         obs_ids, obs_off, obs_vocab = (
-            (corpus.tgt_ids, corpus.tgt_offsets[start:stop], len(corpus.tgt_vocab))
+            (sentences.tgt_ids, tgt_off[start:stop], n_tgt)
             if direction == FORWARD
-            else (corpus.src_ids, corpus.src_offsets[start:stop], len(corpus.src_vocab))
+            else (sentences.src_ids, src_off[start:stop], n_src)
         )
         for k, rows in _group_batches(k_len, t_len):
             tl = t_len[rows]
@@ -138,7 +142,7 @@ def make_chunk(corpus: EncodedCorpus, start: int, stop: int) -> Chunk:
             cidx = np.where(mask[:, :, None], cidx, sentinel).astype(np.int32)
             pos = np.minimum(obs_off[rows][None, :] + np.arange(t_max)[:, None], len(obs_ids) - 1)
             obs = np.where(mask, obs_ids[pos], obs_vocab).astype(np.int32)
-            chunk.batches[direction].append(Batch(k, cidx, cand_local[cidx], obs, mask))
+            chunk.batches[direction].append(Batch(k, cidx, obs, mask))
     return chunk
 
 
@@ -168,32 +172,27 @@ def estep(chunk: Chunk, direction: int, params: Params, decode: float | None = N
     here); the recursions run in torch.
     """
     local_t = np.empty(len(chunk.pairs) + 1, dtype=np.float32)
-    np.maximum(np.take(params.t, chunk.pairs), _FLOOR, out=local_t[:-1])
+    np.maximum(params.t, _FLOOR, out=local_t[:-1])
     local_t[-1] = 1.0
     t_null = np.empty(len(params.t_null) + 1, dtype=np.float32)
     np.maximum(params.t_null, _FLOOR, out=t_null[:-1])
     t_null[-1] = 1.0
     null_counts = np.zeros(len(t_null), dtype=np.float64)
     jump_counts = np.zeros(2 * params.max_jump + 1, dtype=np.float64)
-    to_null = transitions = loglik = 0.0
     post = np.zeros(chunk.n_candidates + 1, dtype=np.float32)
     best: list[np.ndarray] = []
     for batch in chunk.batches[direction]:
         mask = torch.from_numpy(batch.mask.copy())  # a private copy: object-store arrays are read-only
-        emit = torch.from_numpy(np.take(local_t, batch.local))  # [T, B, K]
+        emit = torch.from_numpy(np.take(local_t, np.take(chunk.cand_local, batch.cidx)))  # [T, B, K]
         emit_null = torch.from_numpy(np.take(t_null, batch.obs))  # [T, B]
         if params.jump is None:
             total = emit.sum(-1).add_(emit_null)
             inv = total.reciprocal()
             gamma = emit.mul_(inv[..., None])
             gamma_null = emit_null.mul_(inv)
-            loglik -= float(torch.log(inv[mask]).sum())
         else:
-            gamma, gamma_null, stats = _forward_backward(params, batch.k, emit, emit_null, mask)
-            jump_counts += stats[0]
-            to_null += stats[1]
-            transitions += stats[2]
-            loglik += stats[3]
+            gamma, gamma_null, jump = _forward_backward(params, batch.k, emit, emit_null, mask)
+            jump_counts += jump
         post[batch.cidx] = gamma.numpy()  # padded slots all write the sentinel, dropped below
         if decode is not None:
             top, arg = gamma.max(-1)
@@ -204,12 +203,12 @@ def estep(chunk: Chunk, direction: int, params: Params, decode: float | None = N
     post_np = post[:-1]
     pair_counts = np.bincount(chunk.cand_local[:-1], weights=post_np, minlength=len(chunk.pairs))
     links = np.sort(np.concatenate(best)) if best else (np.zeros(0, np.int64) if decode is not None else None)
-    return Counts(pair_counts, null_counts[:-1], jump_counts, to_null, transitions, loglik, post_np, links)
+    return Counts(pair_counts, null_counts[:-1], jump_counts, post_np, links)
 
 
 def _forward_backward(
     params: Params, k: int, emit: torch.Tensor, emit_null: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, float, float, float]]:
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Scaled forward-backward for a batch sharing K real states (time-major tensors).
 
     Rows of the 2K x 2K transition matrix for real i' and for "empty, remembering i'" are equal, so the
@@ -253,21 +252,14 @@ def _forward_backward(
     alpha_null[0] = nu[0][:, None]
     alpha_null[1:] = pos[:-1] * nu[1:, :, None]
     gamma_null = (alpha_null * beta).sum(-1)
-    loglik = float(torch.log(scale[mask]).sum())
     jump = np.zeros(2 * params.max_jump + 1)
-    to_null = transitions = 0.0
     if t_max > 1:
         m = mask[1:, :, None]
         w_real = emit_scaled[1:] * beta[1:] * m  # emission * beta / scale: the right factor of xi
         s = pos[:-1].reshape(-1, k).T @ w_real.reshape(-1, k)
         real_xi = (s * r_mat).double().numpy()
         jump += np.bincount(bins.reshape(-1), weights=real_xi.reshape(-1), minlength=len(jump))
-        w_null = beta[1:] * (null_scaled[1:] * mask[1:])[..., None]
-        to_null = float((pos[:-1] * w_null).sum(dtype=torch.float64))
-        transitions = float(real_xi.sum()) + to_null
     start = (gamma[0] * mask[0, :, None]).double().numpy().sum(axis=0)
     first_bins = np.clip(np.arange(k) + 1, -params.max_jump, params.max_jump) + params.max_jump
     jump += np.bincount(first_bins, weights=start, minlength=len(jump))
-    to_null += float((gamma_null[0] * mask[0]).sum())
-    transitions += float(mask[0].sum())
-    return gamma, gamma_null, (jump, to_null, transitions, loglik)
+    return gamma, gamma_null, jump

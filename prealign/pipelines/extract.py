@@ -1,17 +1,16 @@
-"""The ``align`` and ``extract-lexicon`` jobs: pure lexicon functions composed over Ray tasks.
+"""The ``align`` and ``extract-lexicon`` jobs: stages of file-writing tasks over the job's work directory.
 
-Stages: read the input in batches (driver, streaming) -> segment, measure, hash and encode each batch on its
-own (parallel tasks) -> exact and near-duplicate removal and the merge into the vocabularies, in input order,
-into batch files of a work directory (a stateful worker on the driver's machine;
-:mod:`prealign.pipelines.corpus_store`) -> EM over fixed-size sentence chunks (parallel tasks, summed in chunk
-order, parameters saved after each iteration) -> decoding and symmetrisation per chunk (parallel tasks) ->
-counting aligned word pairs -> scoring -> atomic writes. Nothing is written beside the output until every
-input record has been read and checked.
+Stages (each a list of tasks that read files and write one file each; :mod:`prealign.pipelines.stages`):
+prepare, dedup and encode (:mod:`prealign.pipelines.corpus_stages`) -> EM of the built-in aligner over the
+chunks (:mod:`prealign.pipelines.em_stage`), or another aligner on the whole corpus -> links and aligned
+word pairs counted per chunk (:mod:`prealign.pipelines.count_stage`) -> one polars group-by -> scoring ->
+atomic writes. docs/architecture.md lists the files each stage writes. Nothing is written beside the output
+until every input record has been read and checked.
 
 The work directory (``OUTPUT.work``) makes the job resumable: killed at any point and started again with the
-same arguments, it skips what its journal records as finished (read batches, the corpus, EM iterations) and
-ends with the same bytes as an uninterrupted run. It is removed when the job succeeds, and when the input
-turns out to be bad; any other failure leaves it for the next run (:mod:`prealign.pipelines.workdir`).
+same arguments, it skips every task whose file exists and ends with the same bytes as an uninterrupted run.
+It is removed when the job succeeds, and when the input turns out to be bad; any other failure leaves it for
+the next run (:mod:`prealign.pipelines.workdir`).
 
 Before any of that, the job checks where it will write (:func:`prealign.outputs.check_outputs`, the lexicon
 format), and whether it ran already: a finished job records its fingerprint and its outputs' sha256, and the
@@ -21,9 +20,11 @@ same job run again does nothing (:mod:`prealign.pipelines.job_outputs`).
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,37 +33,23 @@ import numpy as np
 import polars as pl
 
 from prealign import __version__
-from prealign.arrays import sorted_unique_counts
 from prealign.errors import InputError, disk_full_is_input_error
 from prealign.lexicon import clean, lexicon_io
-from prealign.lexicon.builtin_aligner import BuiltinConfig
-from prealign.lexicon.encode import EncodedCorpus
-from prealign.lexicon.executor import Executor
+from prealign.lexicon.em import BuiltinConfig, SentenceArrays
 from prealign.lexicon.lexicon_io import write_lexicon
-from prealign.lexicon.prepare import prepare_batch
 from prealign.lexicon.score import LexiconConfig, score_pairs
-from prealign.lexicon.spans import find_spans
-from prealign.lexicon.symmetrize import Method, split_keys, symmetrize
+from prealign.lexicon.symmetrize import Method
 from prealign.outputs import check_outputs
-from prealign.pipelines import job_outputs
-from prealign.pipelines.corpus_store import (
-    PairCounts,
-    StoredCorpus,
-    build_corpus,
-    phrase_counts,
-    reason_totals,
-    summed_pairs,
-    work_dir_for,
-    write_links,
-)
+from prealign.pipelines import em_stage, job_outputs
+from prealign.pipelines.corpus_stages import READ_BATCH, WORK_DIRS, CorpusFiles, build_corpus
+from prealign.pipelines.count_stage import chunk_links, count_file, count_task, merge_counts, summed_pairs, write_links
+from prealign.pipelines.executor import LocalExecutor
 from prealign.pipelines.progress import Progress
-from prealign.pipelines.ray_runtime import executor_for
+from prealign.pipelines.stages import StageRunner, StageTimes, Task, read_stats
 from prealign.pipelines.workdir import WorkDir, file_identity, fingerprint, read_journal
 from prealign.text import SegmenterConfig
 from prealign.textio import atomic_write_text, remove_temporaries
 
-READ_BATCH = 16384
-WORK_NAMES = ("batch-*.npz", "vocabulary.npz", "em-*.npz")  # what the job writes into its work directory
 ALIGN_MAX_WORDS = 200  # align's default limit on a side's words (the HMM's cost grows with I * J**2 per pair)
 
 
@@ -171,83 +158,93 @@ def _work_session(job: AlignJob, output: Path, work_fp: str, written: list[Path]
     """The job's work directory beside ``output``: removed on success and on bad input, kept otherwise;
     the temporary files a killed write of ``written`` left are removed first."""
     with disk_full_is_input_error(output):
-        with WorkDir(work_dir_for(output), work_fp, WORK_NAMES).kept_unless_bad_input() as work:
+        with WorkDir(work_dir_for(output), work_fp, dirs=WORK_DIRS).kept_unless_bad_input() as work:
             remove_temporaries(written)
             yield work
 
 
-def _read_corpus(job: AlignJob, ex: Executor, cfg: clean.CleanConfig | None, work: WorkDir, bar: Progress):
-    """The read stage (or what is left of it) into the work directory; the corpus for the aligner."""
+def work_dir_for(output: Path) -> Path:
+    """Where a job writing ``output`` keeps its work: ``<output>.work`` beside it."""
+    return Path(os.fspath(output) + ".work")
+
+
+SMALL_INPUT = 64 << 20  # bytes of input below which starting Ray costs more than it brings
+
+
+def choose_executor(job: AlignJob) -> tuple[int | None, str]:
+    """The workers to use (0: in this process) and why. An explicit ``--workers`` or ``--ray-address`` is
+    obeyed; by default the job runs in this process on a machine of 2 CPUs or fewer, or on an input under
+    ``SMALL_INPUT`` (Ray's start and its task round trips cost more than a second core brings there:
+    docs/benchmarks.md), and on embedded Ray with every CPU otherwise."""
+    if job.workers is not None or job.ray_address is not None:
+        return job.workers, "as asked"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    size = sum(p.stat().st_size for p in _input_files(job))
+    if cpus <= 2:
+        return 0, f"{cpus} CPU{'s' if cpus > 1 else ''}: Ray would not pay for itself; --workers N to use Ray"
+    if size < SMALL_INPUT:
+        return 0, f"input of {size / 2**20:.0f} MiB: Ray would not pay for itself; --workers N to use Ray"
+    return None, f"{cpus} CPUs, input of {size / 2**20:.0f} MiB"
+
+
+@contextmanager
+def _executor(job: AlignJob, bar: Progress) -> Iterator[Any]:
+    """The job's executor, chosen by :func:`choose_executor` (said on stderr unless quiet)."""
+    from prealign.pipelines.ray_runtime import ray_session
+
+    workers, why = choose_executor(job)
+    if workers == 0:
+        if job.progress and why != "as asked":
+            print(f"running in this process ({why})", file=sys.stderr)
+        with nullcontext(LocalExecutor()) as ex:
+            yield ex
+        return
+    with ray_session(job.ray_address, workers) as ex:
+        if job.progress and why != "as asked":
+            print(f"running on Ray with {ex.workers} workers ({why})", file=sys.stderr)
+        yield ex
+
+
+def _corpus(job: AlignJob, runner: StageRunner, cfg: clean.CleanConfig | None, bar: Progress) -> CorpusFiles:
+    """The corpus stages (or what is left of them) into the work directory."""
     segmenters = (job.src_segmenter, job.tgt_segmenter)
     max_words = job.max_words if cfg is None else None
-    return build_corpus(_inputs(job), segmenters, cfg, ex, work, bar, READ_BATCH, prepare_batch, max_words)
+    em = job.backend == "builtin"
+    return build_corpus(runner, _inputs(job), segmenters, cfg, max_words, bar, job.aligner.chunk_sentences, em)
 
 
-def _for_aligner(corpus: StoredCorpus, job: AlignJob) -> Any:
-    """What ``_align`` gets: the stored corpus for the built-in aligner (streamed from disk), the whole
-    corpus in memory for the other backends (they need every sentence at once)."""
-    return corpus if job.backend == "builtin" else corpus.load()
-
-
-def _symmetrize_chunk(
-    links: tuple[np.ndarray, np.ndarray], method: Method, max_span: int = 1
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The chunk's links by ``method``; with ``max_span`` >= 2, also its dense (grow-diag-final-and) links,
-    where phrase pairs are looked for (:mod:`prealign.lexicon.spans`)."""
-    keys = symmetrize(links[0], links[1], method)
-    if max_span < 2:
-        return keys
-    dense = keys if method == "grow-diag-final-and" else symmetrize(links[0], links[1], "grow-diag-final-and")
-    return keys, dense
-
-
-class Links:
-    """The symmetrised link keys of the corpus, one part per chunk in sentence order (the built-in aligner's
-    chunks; the other aligners return one part), left where the tasks made them (executor handles) and fetched
-    a part at a time, so that the driver never holds them all."""
-
-    def __init__(self, ex: Executor, handles: list[Any]) -> None:
-        self.ex, self.handles = ex, handles
-        self.total = 0  # how many links, once a pass over the parts has ended
-
-    def parts(self) -> Iterator[np.ndarray]:
-        for keys, _ in self.both():
-            yield keys
-
-    def both(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Each part's links and its dense links (None unless the links were made with ``max_span`` >= 2)."""
-        total = 0
-        for handle in self.handles:
-            got = self.ex.get([handle])[0]
-            keys, dense = got if isinstance(got, tuple) else (got, None)
-            total += len(keys)
-            yield keys, dense
-        self.total = total
-
-
-def _passing(parts: Iterable[tuple[np.ndarray, Any]], func: Callable[..., None]) -> Iterator[np.ndarray]:
-    """The links of ``parts`` ((links, dense links) pairs), each pair handed to ``func`` on its way."""
-    for keys, dense in parts:
-        func(keys, dense)
-        yield keys
-
-
-def _align(
-    corpus: EncodedCorpus | StoredCorpus, job: AlignJob, ex: Executor, bar: Progress, max_span: int = 1
-) -> tuple[Links, dict]:
-    """The corpus's links, symmetrised (with their dense links too when ``max_span`` >= 2), and the
-    aligner's description and stats."""
+def _align(corpus: CorpusFiles, job: AlignJob, runner: StageRunner, bar: Progress, count: bool) -> tuple[dict, int]:
+    """Align the corpus and leave, per part, its symmetrised links (and with ``count``, its counted word
+    pairs) in ``count/``; returns the aligner's description and stats, and the number of parts (the chunks
+    for the built-in aligner, one for the others)."""
     from prealign.lexicon.aligners import make_aligner
     from prealign.pipelines.neural_actors import pool_for
 
-    aligner = make_aligner(job.backend, job.aligner, job.backend_options)
-    stage = "EM (both directions)" if aligner.name == "builtin" else f"align ({aligner.name})"
-    total = aligner.steps(corpus)
-    with bar.stage(stage, total=total) as tick:
-        out = aligner.align(corpus, ex, pool_for(aligner, ex), progress=lambda _msg: tick())
-    handles = ex.map_handles(_symmetrize_chunk, [(h, job.symmetrize, max_span) for h in out.parts])
-    links = Links(ex, handles)
-    return links, {"name": aligner.name, "config": aligner.describe(), **out.stats}
+    (runner.work / "count").mkdir(exist_ok=True)
+    spans = (getattr(job, "max_span", 1), getattr(job, "joiners", (" ", " ")))
+    if job.backend == "builtin":
+        with bar.stage("EM (both directions)", total=len(job.aligner.schedule)) as tick:
+            last = em_stage.train(runner, corpus.n_chunks, corpus.sizes, job.aligner, progress=lambda _msg: tick())
+        args = (last, job.aligner, job.symmetrize, *spans, count)
+        tasks = [
+            Task(count_file(runner.work, c), em_stage.decode_task, (runner.work, c, *args))
+            for c in range(corpus.n_chunks)
+        ]
+        runner.run("decode_count", tasks, "decode + count")
+        return {"name": "builtin", "config": asdict(job.aligner)}, corpus.n_chunks
+    aligner = make_aligner(job.backend, job.backend_options)
+    whole = corpus.load()
+    started = time.perf_counter()
+    with bar.stage(f"align ({aligner.name})", total=aligner.steps(whole)) as tick:
+        out = aligner.align(whole, pool_for(aligner, runner.ex), progress=lambda _msg: tick())
+    runner.times.add("align", time.perf_counter() - started)
+    links = tuple(np.concatenate([p[d] for p in out.parts] or [np.zeros(0, np.int64)]) for d in (0, 1))
+    sentences = SentenceArrays(whole.src_ids, whole.src_offsets, whole.tgt_ids, whole.tgt_offsets)
+    task = Task(
+        count_file(runner.work, 0), count_task, (runner.work, 0, sentences, links, job.symmetrize, *spans, count)
+    )
+    runner.run_one("count", task)
+    return {"name": aligner.name, "config": aligner.describe(), **out.stats}, 1
 
 
 def align(job: AlignJob, output: Path) -> dict[str, Any]:
@@ -270,60 +267,22 @@ def align(job: AlignJob, output: Path) -> dict[str, Any]:
 def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
-    with executor_for(job.ray_address, job.workers) as ex:
-        corpus = _read_corpus(job, ex, None, work, bar)
-        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar)
-        n_links = write_links(links.parts(), corpus.n_sentences, output)
+    with _executor(job, bar) as ex:
+        runner = StageRunner(ex, work.path, bar)
+        corpus = _corpus(job, runner, None, bar)
+        aligner, parts = _align(corpus, job, runner, bar, count=False)
+        n_links = write_links(chunk_links(work.path, parts), corpus.n_sentences, output)
     return {
         "input": job.data.describe(),
         "pairs": corpus.n_sentences,
         "links": n_links,
         "symmetrize": job.symmetrize,
         "max_words": job.max_words,
-        "over_max_words": sum(int(e.get("over_max_words", 0)) for e in work.all("batch")),
+        "over_max_words": corpus.over_max_words,
         "aligner": aligner,
         "seconds": round(time.perf_counter() - started, 2),
         "output": str(output),
     }
-
-
-def count_pairs(
-    corpus: EncodedCorpus | StoredCorpus,
-    keys: np.ndarray,
-    dense: np.ndarray | None = None,
-    max_span: int = 1,
-    joiners: tuple[str, str] = (" ", " "),
-) -> pl.DataFrame:
-    """Aligned word pairs with how often they were linked: columns src, tgt, count. With ``dense`` links and
-    ``max_span`` >= 2, phrase pairs too (:func:`prealign.lexicon.spans.find_spans`), their words joined by
-    ``joiners`` (source, target), in place of the links they replace."""
-    if isinstance(corpus, StoredCorpus):
-        return corpus.count_pairs([keys], None if dense is None else [dense], max_span, joiners)
-    phrases = None
-    if dense is not None and max_span >= 2:
-        found = find_spans(keys, dense, max_span)
-        src = (corpus.src_ids, corpus.src_offsets, corpus.src_vocab)
-        tgt = (corpus.tgt_ids, corpus.tgt_offsets, corpus.tgt_vocab)
-        phrases = phrase_counts(found, 0, src, tgt, joiners) if len(found) else None
-        keys = keys[~found.replaced]
-    words = _count_words(corpus, keys)
-    return words if phrases is None else summed_pairs([words, phrases])
-
-
-def _count_words(corpus: EncodedCorpus, keys: np.ndarray) -> pl.DataFrame:
-    sent, i, j = split_keys(keys)
-    s_word = corpus.src_ids[corpus.src_offsets[sent] + i].astype(np.int64)
-    t_word = corpus.tgt_ids[corpus.tgt_offsets[sent] + j].astype(np.int64)
-    width = max(len(corpus.tgt_vocab), 1)
-    uniq, counts = sorted_unique_counts(s_word * width + t_word)
-    return pl.DataFrame(
-        {
-            "src": corpus.src_vocab.lookup(uniq // width),
-            "tgt": corpus.tgt_vocab.lookup(uniq % width),
-            "count": counts.astype(np.int64),
-        },
-        schema={"src": pl.String, "tgt": pl.String, "count": pl.Int64},
-    )
 
 
 def _phrase_stats(phrases: pl.DataFrame | None, lexicon: pl.DataFrame) -> dict[str, int]:
@@ -370,40 +329,36 @@ def extract_lexicon(job: ExtractJob) -> dict[str, Any]:
 def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: str) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    with executor_for(job.ray_address, job.workers) as ex:
-        t = time.perf_counter()
-        corpus = _read_corpus(job, ex, job.clean, work, bar)
-        pairs = reason_totals(work)
-        timings["read_clean_encode"] = time.perf_counter() - t
+    times = StageTimes()
+    with _executor(job, bar) as ex:
+        runner = StageRunner(ex, work.path, bar, times)
+        corpus = _corpus(job, runner, job.clean, bar)
+        pairs = corpus.reasons
         if pairs["kept"] == 0:
             raise InputError("no sentence pair left after cleaning: " + json.dumps(pairs), job.data.describe())
+        aligner, parts = _align(corpus, job, runner, bar, count=True)
         t = time.perf_counter()
-        links, aligner = _align(_for_aligner(corpus, job), job, ex, bar, job.max_span)
-        timings["align"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with bar.stage("score + write"):
-            counts = PairCounts(corpus, job.max_span, job.joiners)
-            if job.links_output is None:
-                for keys, dense in links.both():
-                    counts.add(keys, dense)
-            else:  # one pass over the links for both (the file gets the precise links only)
-                write_links(_passing(links.both(), counts.add), corpus.n_sentences, job.links_output)
-            lexicon = score_pairs(counts.frame(), config=job.lexicon)
+        with bar.stage("merge + score + write"):
+            n_links = sum(int(s["links"]) for s in (read_stats(count_file(work.path, c)) for c in range(parts)))
+            if job.links_output is not None:
+                write_links(chunk_links(work.path, parts), corpus.n_sentences, job.links_output)
+            vocab = corpus.vocab()
+            words, phrases = merge_counts(work.path, parts, vocab)
+            lexicon = score_pairs(words if phrases is None else summed_pairs([words, phrases]), config=job.lexicon)
             stats = {
                 "input": job.data.describe(),
                 "pairs": pairs,
                 "aligned_pairs": corpus.n_sentences,
-                "src_vocab": len(corpus.src_vocab),
-                "tgt_vocab": len(corpus.tgt_vocab),
-                "links": links.total,
+                "src_vocab": len(vocab[0]),
+                "tgt_vocab": len(vocab[1]),
+                "links": n_links,
                 "lexicon_entries": lexicon.height,
                 "lexicon_src_words": lexicon["src"].n_unique(),
                 "aligner": aligner,
             }
             if job.max_span > 1:  # absent: 1 (so that a run without spans writes what it always wrote)
                 stats["max_span"] = job.max_span
-                stats.update(_phrase_stats(counts.phrases, lexicon))
+                stats.update(_phrase_stats(phrases, lexicon))
             metadata = {
                 "tool": "prealign-data",
                 "version": __version__,
@@ -422,9 +377,9 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
             if job.max_span > 1:
                 metadata["max_span"] = job.max_span
             write_lexicon(lexicon, job.output, metadata)
-            timings["score_write"] = time.perf_counter() - t
-    stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    stats["seconds"]["total"] = round(time.perf_counter() - started, 2)
+        times.add("merge_score_write", time.perf_counter() - t)
+    stats["seconds"] = {**times.seconds, "total": round(time.perf_counter() - started, 2)}
+    stats["memory_mib"] = times.memory_mib  # this process's peak resident memory at the end of each stage
     stats["job"] = job_outputs.recorded(hashed, run_fp)
     atomic_write_text(stats_path(job.output), json.dumps(stats, indent=2) + "\n")
     return stats

@@ -22,7 +22,7 @@ from typing import Any
 
 from prealign.errors import InputError
 from prealign.lexicon.aligners.base import NEURAL, LocalWorkers, WordAligner, WorkerPool
-from prealign.lexicon.executor import Executor, LocalExecutor
+from prealign.pipelines.executor import Executor, LocalExecutor
 
 THREADS_PER_CPU_ACTOR = 4
 
@@ -89,18 +89,18 @@ def pool_for(aligner: WordAligner, executor: Executor) -> WorkerPool | None:
     """Where ``aligner``'s model runs (see the module docstring); None for aligners without a model."""
     if aligner.name not in NEURAL:
         return None
-    from prealign.lexicon.aligners.neural import resolve_device
+    from prealign.lexicon.aligners.neural import neural_device
 
     requested = aligner.config.device  # type: ignore[attr-defined]
     if isinstance(executor, LocalExecutor):
-        return LocalWorkers(resolve_device(requested))
+        return LocalWorkers(neural_device(requested))
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if requested != "cpu" and gpus > 0:
         return RayActors(gpus, "cuda", num_cpus=1, num_gpus=1, threads=1)
-    if requested != "cpu" and resolve_device(requested) == "cuda":
+    if requested != "cpu" and neural_device(requested) == "cuda":
         return LocalWorkers("cuda")
     cpus = max(1, min(executor.workers, int(resources.get("CPU", 1))))
     threads = min(THREADS_PER_CPU_ACTOR, cpus)

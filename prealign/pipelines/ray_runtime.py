@@ -10,8 +10,8 @@ an address where nothing answers is one line and exit code 2, not a Ray client w
 loopback address is joined as given: Ray would otherwise replace 127.0.0.1 by the machine's network address.
 
 Fault tolerance: tasks are retried (``max_retries``) when their worker or node dies, and Ray rebuilds lost task
-outputs from their lineage. The one kind of actor (a stateful worker) runs on the driver's node and shares its
-fate: it is not restarted.
+outputs from their lineage. Every task of a job reads and writes the job's work directory, so on a cluster
+that directory must be on storage every node sees (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def executor_for(address: str | None, workers: int | None):
     if workers == 0:
         from contextlib import nullcontext
 
-        from prealign.lexicon.executor import LocalExecutor
+        from prealign.pipelines.executor import LocalExecutor
 
         return nullcontext(LocalExecutor())
     return ray_session(address, workers)
@@ -149,32 +149,6 @@ def _remote(func: Callable[..., Any]) -> Any:
     return ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_hooked(func))
 
 
-class _Host:
-    """The Ray actor behind :meth:`RayExecutor.actor`: builds the worker, then dispatches calls to it."""
-
-    def __init__(self, factory: Callable[..., Any], *args: Any) -> None:
-        self.worker = factory(*args)
-
-    def call(self, method: str, *args: Any) -> Any:
-        faults.worker_call(method)
-        return getattr(self.worker, method)(*args)
-
-
-class RayActor:
-    """A stateful worker in a Ray actor process (see :class:`~prealign.lexicon.executor.Actor`)."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-
-    def call(self, method: str, *args: Any) -> Any:
-        return self.handle.call.remote(method, *args)
-
-    def stop(self) -> None:
-        import ray
-
-        ray.kill(self.handle)
-
-
 class RayExecutor:
     """Runs each task as a Ray task (one CPU each, retried on worker loss); results come back in order."""
 
@@ -191,15 +165,6 @@ class RayExecutor:
         import ray
 
         return ray.get(list(handles))
-
-    def actor(self, factory: Callable[..., Any], *args: Any) -> RayActor:
-        """An actor on this process's node (so it can use the driver's files), with no CPU reserved."""
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        host = ray.remote(_Host).options(num_cpus=0, scheduling_strategy=here, max_restarts=0, max_task_retries=0)
-        return RayActor(host.remote(factory, *args))
 
     def map_handles(self, func: Callable[..., Any], args: Iterable[tuple]) -> list[Any]:
         """Submit with at most ``workers`` tasks of this executor in flight (counting those of earlier calls);

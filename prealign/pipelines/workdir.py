@@ -14,8 +14,9 @@ it dies.
 
 A work directory only ever loses files the job made: the journal and the lock, the files its events name
 (``"file"`` keys, at any depth), files matching the job's naming scheme (``names``, glob patterns such as
-``batch-*.npz``) and the temporary files of all of these (``.NAME.*.tmp``, :func:`prealign.textio.temp_file`).
-A work directory that is a symbolic link, is not a directory, or holds anything else (a subdirectory, a
+``batch-*.npz``) and the temporary files of all of these (``.NAME.*.tmp``, :func:`prealign.textio.temp_file`),
+and the subdirectories the job names (``dirs``: one per stage, holding only that stage's files).
+A work directory that is a symbolic link, is not a directory, or holds anything else (another subdirectory, a
 symbolic link, a file of another name) is refused before
 anything is touched (:class:`WorkDirRefused`, one line, exit code 2): it is not the job's to empty.
 """
@@ -27,6 +28,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,10 +67,11 @@ class WorkDir:
     """The journal and files of one job; use :meth:`session` to hold it while the job runs. ``names``: glob
     patterns of the files the job writes into it besides those its journal events name (see the module doc)."""
 
-    def __init__(self, path: Path, job_fingerprint: str, names: Iterable[str] = ()) -> None:
+    def __init__(self, path: Path, job_fingerprint: str, names: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
         self.path = Path(path)
         self.fingerprint = job_fingerprint
         self.names = tuple(names)
+        self.dirs = frozenset(dirs)
         self.events: list[dict[str, Any]] = []
         self._lock: int | None = None
 
@@ -94,9 +97,7 @@ class WorkDir:
         if not self.path.is_dir():
             raise WorkDirRefused("is in the way of the job's work directory: not a directory", self.path)
         named = journal_files(read_journal(self.path))
-        foreign = sorted(
-            p.name for p in self.path.iterdir() if p.is_symlink() or p.is_dir() or not self.owns(p.name, named)
-        )
+        foreign = sorted(p.name for p in self.path.iterdir() if not self._owned_entry(p, named))
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
             raise WorkDirRefused(
@@ -105,12 +106,22 @@ class WorkDir:
                 self.path,
             )
 
+    def _owned_entry(self, p: Path, named: set[str]) -> bool:
+        if p.is_symlink():
+            return False
+        if p.is_dir():
+            return p.name in self.dirs
+        return self.owns(p.name, named)
+
     def _clear(self) -> None:
-        """Delete the job's own files (what :meth:`owns` says), keeping the lock."""
+        """Delete the job's own files and stage directories (what :meth:`owns` says), keeping the lock."""
         named = journal_files(read_journal(self.path))
         for p in self.path.iterdir():
-            if p.name != LOCK and not p.is_dir() and self.owns(p.name, named):
-                p.unlink(missing_ok=True)
+            if p.name != LOCK and self._owned_entry(p, named):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
 
     @contextmanager
     def session(self) -> Iterator[WorkDir]:

@@ -24,9 +24,8 @@ import pyarrow.compute as pc
 
 from prealign.errors import InputError
 from prealign.lexicon.encode import EncodedCorpus
-from prealign.lexicon.executor import Executor
 
-Progress = Callable[[str], None]
+ProgressCallback = Callable[[str], None]  # called with one line of progress text
 BACKENDS = ("builtin", "simalign", "awesome", "eflomal")
 NEURAL = ("simalign", "awesome")
 # every character Python's str.split() splits on (what eflomal and whitespace tokenisers use)
@@ -37,7 +36,7 @@ _SPACE = (
 
 @dataclass
 class Aligned:
-    """What an aligner returns: per chunk, ``(forward, backward)`` link keys (values or executor handles)."""
+    """What an aligner returns: per chunk, ``(forward, backward)`` link keys."""
 
     parts: list[Any]
     stats: dict[str, Any] = field(default_factory=dict)
@@ -70,9 +69,8 @@ class WordAligner(Protocol):
     def align(
         self,
         corpus: EncodedCorpus,
-        executor: Executor,
         pool: WorkerPool | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Aligned:
         """Both directions' link keys of every sentence pair of ``corpus``."""
         ...

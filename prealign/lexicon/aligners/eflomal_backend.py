@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from prealign.errors import InputError
-from prealign.lexicon.aligners.base import Aligned, Progress, WorkerPool, keys_from_sentence_links, require
+from prealign.lexicon.aligners.base import Aligned, ProgressCallback, WorkerPool, keys_from_sentence_links, require
 from prealign.lexicon.encode import EncodedCorpus
-from prealign.lexicon.executor import Executor
 
 MAX_WORDS = 1023  # eflomal leaves longer sentences unaligned
 
@@ -66,9 +65,8 @@ class EflomalAligner:
     def align(
         self,
         corpus: EncodedCorpus,
-        executor: Executor,
         pool: WorkerPool | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Aligned:
         from prealign.lexicon.aligners.base import sentence_strings
 

@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from prealign.errors import InputError
-from prealign.lexicon.aligners.base import Aligned, LocalWorkers, Progress, WorkerPool, require
+from prealign.lexicon.aligners.base import Aligned, LocalWorkers, ProgressCallback, WorkerPool, require
 from prealign.lexicon.aligners.extraction import SIMALIGN_METHODS, Method
 from prealign.lexicon.encode import EncodedCorpus
-from prealign.lexicon.executor import Executor
 
 DEVICES = ("auto", "cpu", "cuda")
 CHUNK_BATCHES = 8  # batches per unit of work sent to a worker
@@ -97,8 +96,11 @@ class Prepared:
     too_long: int
 
 
-def resolve_device(requested: str) -> str:
-    """``auto``: CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an :class:`InputError`."""
+def neural_device(requested: str) -> str:
+    """The device name (``"cpu"`` or ``"cuda"``) an embedding aligner's model runs on for ``--device requested``.
+
+    ``auto``: CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an :class:`InputError`.
+    """
     if requested == "cpu":
         return "cpu"
     import torch
@@ -285,12 +287,11 @@ class NeuralAligner:
     def align(
         self,
         corpus: EncodedCorpus,
-        executor: Executor,
         pool: WorkerPool | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Aligned:
         prep = self.prepare(corpus)
-        pool = pool or LocalWorkers(resolve_device(self.config.device))
+        pool = pool or LocalWorkers(neural_device(self.config.device))
         parts = [np.zeros(0, np.int64)]
         if prep.chunks:
             for keys in pool.run(partial(NeuralWorker, prep.spec), "align_chunk", [(ch,) for ch in prep.chunks]):
