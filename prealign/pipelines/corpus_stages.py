@@ -45,6 +45,7 @@ class CorpusFiles:
     sizes: tuple[int, int]
     reasons: dict[str, int]
     over_max_words: int
+    costs: list[int]  # per chunk: its candidate links (what the EM's work on it grows with)
 
     def vocab(self) -> tuple[Vocab, Vocab]:
         return encode_stage.read_vocab(encode_stage.vocab_file(self.work))
@@ -118,8 +119,8 @@ def dedup(runner: StageRunner, cfg: clean.CleanConfig, batch_files: list[Path], 
 
 def encode(
     runner: StageRunner, batch_files: list[Path], drops: list[tuple], chunk_sentences: int, em: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any], int, int]:
-    """Stage 3: per-batch stats, the vocabularies' stats, the number of chunks and of kept pairs."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[int], int]:
+    """Stage 3: per-batch stats, the vocabularies' stats, each chunk's cost, the number of kept pairs."""
     work = runner.work
     (work / "encode").mkdir(exist_ok=True)
     locals_ = [encode_stage.local_file(work, b) for b in range(len(batch_files))]
@@ -142,9 +143,9 @@ def encode(
         )
         for c, (first, pieces) in enumerate(plan)
     ]
-    runner.run("encode_chunks", tasks, "encode: chunks")
+    chunks = runner.run("encode_chunks", tasks, "encode: chunks")
     faults.reached("extract-corpus")
-    return per_batch, sizes, len(plan), sum(kept)
+    return per_batch, sizes, [int(c.get("candidates", 0)) for c in chunks], sum(kept)
 
 
 def build_corpus(
@@ -166,10 +167,11 @@ def build_corpus(
         drops = dedup(runner, cfg, batch_files, rows)
     else:
         drops = [(np.zeros(0, np.int64), np.zeros(0, np.uint8))] * len(batch_files)
-    per_batch, sizes, n_chunks, n_sentences = encode(runner, batch_files, drops, chunk_sentences, em)
+    per_batch, sizes, costs, n_sentences = encode(runner, batch_files, drops, chunk_sentences, em)
     tally = np.zeros(len(clean.REASONS), dtype=np.int64)
     for s in per_batch:
         tally += np.asarray(s["reasons"], dtype=np.int64)
     reasons = {"input": int(tally.sum()), **{name: int(c) for name, c in zip(clean.REASONS, tally, strict=True)}}
     over = sum(int(s.get("over_max_words", 0)) for s in per_batch)
-    return CorpusFiles(work, n_chunks, n_sentences, (sizes["src_vocab"], sizes["tgt_vocab"]), reasons, over)
+    vocab = (sizes["src_vocab"], sizes["tgt_vocab"])
+    return CorpusFiles(work, len(costs), n_sentences, vocab, reasons, over, costs)

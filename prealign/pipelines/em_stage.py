@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,12 @@ def shard_bounds(work: Path, n_chunks: int) -> list[list[tuple[int, int]]]:
         total = sum(sizes)
         shards = max(1, math.ceil(total / SHARD_PAIRS))
         step = max(1, total // _SAMPLE)
-        sample = np.sort(
-            np.concatenate([np.load(chunk_file(work, c, suffix), mmap_mode="r")[::step] for c in range(n_chunks)])
-        )
+        parts = []
+        for c in range(n_chunks):  # one file mapped at a time: its pages leave the process with the map
+            keys = np.load(chunk_file(work, c, suffix), mmap_mode="r")
+            parts.append(np.array(keys[::step]))
+            del keys
+        sample = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         cuts = [int(sample[len(sample) * s // shards]) >> 32 << 32 for s in range(1, shards)] if len(sample) else []
         edges = sorted(set([0, *cuts, (1 << 63) - 1]))  # keys stay below 2**63: word ids are int32
         out.append(list(zip(edges[:-1], edges[1:], strict=True)))
@@ -110,13 +113,12 @@ def estep_task(
     bperm = np.load(chunk_file(work, index, ".bperm.npy"))
     out = iteration_dir(work, it + 1)
     save_npy(out / f"counts-{index:05d}.npy", np.stack([counts.pairs[FORWARD], counts.pairs[BACKWARD][bperm]]))
+    sparse = {}
+    for name, null in (("fwd", counts.null[FORWARD]), ("bwd", counts.null[BACKWARD])):
+        seen = np.flatnonzero(null)  # the chunk's observed words: adding the others' zeros would change nothing
+        sparse.update({f"null_{name}_at": seen.astype(np.int32), f"null_{name}": null[seen]})
     save_npz(
-        out / f"counts-{index:05d}.npz",
-        {},
-        null_fwd=counts.null[FORWARD],
-        null_bwd=counts.null[BACKWARD],
-        jump_fwd=counts.jump[FORWARD],
-        jump_bwd=counts.jump[BACKWARD],
+        out / f"counts-{index:05d}.npz", {}, jump_fwd=counts.jump[FORWARD], jump_bwd=counts.jump[BACKWARD], **sparse
     )
     return {}
 
@@ -159,14 +161,16 @@ def mstep_task(work: Path, it: int, direction: int, shard: int, n_chunks: int) -
     return {}
 
 
-def _globals(work: Path, it: int, n_chunks: int, config: em.BuiltinConfig) -> em.Globals:
-    """The shared parameters after iteration ``it``: the chunks' counts summed in chunk order."""
-    null: list[Any] = [0.0, 0.0]
+def _globals(work: Path, it: int, n_chunks: int, sizes: tuple[int, int], config: em.BuiltinConfig) -> em.Globals:
+    """The shared parameters after iteration ``it``: the chunks' counts summed in chunk order (each chunk's
+    empty-word counts are stored for its observed words only)."""
+    null = [np.zeros(max(sizes[1], 1)), np.zeros(max(sizes[0], 1))]  # forward observes target words
     jump: list[Any] = [0.0, 0.0]
     for c in range(n_chunks):
         with np.load(iteration_dir(work, it) / f"counts-{c:05d}.npz") as z:
-            null = [null[0] + z["null_fwd"], null[1] + z["null_bwd"]]
-            jump = [jump[0] + z["jump_fwd"], jump[1] + z["jump_bwd"]]
+            for d, name in ((FORWARD, "fwd"), (BACKWARD, "bwd")):
+                null[d][z[f"null_{name}_at"]] += z[f"null_{name}"]
+                jump[d] = jump[d] + z[f"jump_{name}"]
     return em.mstep_globals(tuple(null), tuple(jump), config, config.schedule[it - 1] == "HMM")
 
 
@@ -182,8 +186,10 @@ def train(
     sizes: tuple[int, int],
     config: em.BuiltinConfig,
     progress: Callable[[str], None] | None = None,
+    costs: Sequence[int] = (),
 ) -> int:
-    """Run (or finish) the EM over the chunk files of ``runner.work``; returns the last iteration."""
+    """Run (or finish) the EM over the chunk files of ``runner.work``; returns the last iteration. ``costs``:
+    each chunk's candidate links (E-steps go out costliest first)."""
     work = runner.work
     bounds = shard_bounds(work, n_chunks)
     shards = (len(bounds[FORWARD]), len(bounds[BACKWARD]))
@@ -202,7 +208,8 @@ def train(
         iteration_dir(work, it + 1).mkdir(parents=True, exist_ok=True)
         out = iteration_dir(work, it + 1)
         tasks = [
-            Task(out / f"counts-{c:05d}.npz", estep_task, (work, it, c, shards, sizes, config)) for c in range(n_chunks)
+            Task(out / f"counts-{c:05d}.npz", estep_task, (work, it, c, shards, sizes, config), cost)
+            for c, cost in enumerate(list(costs) or [0] * n_chunks)
         ]
         runner.run("em_estep", tasks, f"E-step {it + 1}/{len(schedule)}")
         msteps = [
@@ -211,7 +218,7 @@ def train(
             for p in range(shards[d])
         ]
         runner.run("em_mstep", msteps, f"M-step {it + 1}/{len(schedule)}")
-        globals_ = _globals(work, it + 1, n_chunks, config)
+        globals_ = _globals(work, it + 1, n_chunks, sizes, config)
         atomic_write(out / "params.npz", lambda fh, g=globals_: em.save_params(fh, g))
         if it > 0:
             shutil.rmtree(iteration_dir(work, it), ignore_errors=True)

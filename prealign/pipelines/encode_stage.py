@@ -156,6 +156,7 @@ def write_chunk(work: Path, index: int, sentences: SentenceArrays, sizes: tuple[
         save_npy(chunk_file(work, index, ".bperm.npy"), bperm)
         atomic_write(chunk_file(work, index, ".pkl"), lambda fh: pickle.dump(chunk, fh, protocol=5))
         stats["pairs"] = len(chunk.pairs)
+        stats["candidates"] = chunk.n_candidates  # what an E-step's work grows with
     arrays = {
         "src_ids": sentences.src_ids,
         "src_off": sentences.src_offsets,

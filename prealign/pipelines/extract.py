@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,21 +188,23 @@ def choose_executor(job: AlignJob) -> tuple[int | None, str]:
 
 
 @contextmanager
-def _executor(job: AlignJob, bar: Progress) -> Iterator[Any]:
-    """The job's executor, chosen by :func:`choose_executor` (said on stderr unless quiet)."""
+def _executor(job: AlignJob, bar: Progress) -> Iterator[tuple[Any, str]]:
+    """The job's executor, chosen by :func:`choose_executor`, and where it runs, in words (said on stderr
+    unless quiet, when the job chose)."""
     from prealign.pipelines.ray_runtime import ray_session
 
     workers, why = choose_executor(job)
     if workers == 0:
+        where = f"this process ({why})"
         if job.progress and why != "as asked":
-            print(f"running in this process ({why})", file=sys.stderr)
-        with nullcontext(LocalExecutor()) as ex:
-            yield ex
+            print(f"running in {where}", file=sys.stderr)
+        yield LocalExecutor(), where
         return
     with ray_session(job.ray_address, workers) as ex:
+        where = f"Ray with {ex.workers} worker{'s' if ex.workers > 1 else ''} ({why})"
         if job.progress and why != "as asked":
-            print(f"running on Ray with {ex.workers} workers ({why})", file=sys.stderr)
-        yield ex
+            print(f"running on {where}", file=sys.stderr)
+        yield ex, where
 
 
 def _corpus(job: AlignJob, runner: StageRunner, cfg: clean.CleanConfig | None, bar: Progress) -> CorpusFiles:
@@ -222,12 +224,14 @@ def _align(corpus: CorpusFiles, job: AlignJob, runner: StageRunner, bar: Progres
 
     (runner.work / "count").mkdir(exist_ok=True)
     spans = (getattr(job, "max_span", 1), getattr(job, "joiners", (" ", " ")))
+    if corpus.n_chunks == 0:  # nothing to align (align on an empty input)
+        return {"name": job.backend, "config": asdict(job.aligner) if job.backend == "builtin" else {}}, 0
     if job.backend == "builtin":
         with bar.stage("EM (both directions)", total=len(job.aligner.schedule)) as tick:
-            last = em_stage.train(runner, corpus.n_chunks, corpus.sizes, job.aligner, progress=lambda _msg: tick())
+            last = em_stage.train(runner, corpus.n_chunks, corpus.sizes, job.aligner, lambda _msg: tick(), corpus.costs)
         args = (last, job.aligner, job.symmetrize, *spans, count)
         tasks = [
-            Task(count_file(runner.work, c), em_stage.decode_task, (runner.work, c, *args))
+            Task(count_file(runner.work, c), em_stage.decode_task, (runner.work, c, *args), corpus.costs[c])
             for c in range(corpus.n_chunks)
         ]
         runner.run("decode_count", tasks, "decode + count")
@@ -267,7 +271,7 @@ def align(job: AlignJob, output: Path) -> dict[str, Any]:
 def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
     bar = Progress(job.progress)
     started = time.perf_counter()
-    with _executor(job, bar) as ex:
+    with _executor(job, bar) as (ex, where):
         runner = StageRunner(ex, work.path, bar)
         corpus = _corpus(job, runner, None, bar)
         aligner, parts = _align(corpus, job, runner, bar, count=False)
@@ -280,6 +284,7 @@ def _align_job(job: AlignJob, output: Path, work: WorkDir) -> dict[str, Any]:
         "max_words": job.max_words,
         "over_max_words": corpus.over_max_words,
         "aligner": aligner,
+        "ran_on": where,
         "seconds": round(time.perf_counter() - started, 2),
         "output": str(output),
     }
@@ -330,7 +335,7 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
     bar = Progress(job.progress)
     started = time.perf_counter()
     times = StageTimes()
-    with _executor(job, bar) as ex:
+    with _executor(job, bar) as (ex, where):
         runner = StageRunner(ex, work.path, bar, times)
         corpus = _corpus(job, runner, job.clean, bar)
         pairs = corpus.reasons
@@ -355,6 +360,7 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
                 "lexicon_entries": lexicon.height,
                 "lexicon_src_words": lexicon["src"].n_unique(),
                 "aligner": aligner,
+                "ran_on": where,
             }
             if job.max_span > 1:  # absent: 1 (so that a run without spans writes what it always wrote)
                 stats["max_span"] = job.max_span
@@ -380,6 +386,7 @@ def _extract(job: ExtractJob, work: WorkDir, hashed: dict[str, Path], run_fp: st
         times.add("merge_score_write", time.perf_counter() - t)
     stats["seconds"] = {**times.seconds, "total": round(time.perf_counter() - started, 2)}
     stats["memory_mib"] = times.memory_mib  # this process's peak resident memory at the end of each stage
+    stats["work_dir_mib"] = times.disk_mib  # the work directory's size at the end of each stage
     stats["job"] = job_outputs.recorded(hashed, run_fp)
     atomic_write_text(stats_path(job.output), json.dumps(stats, indent=2) + "\n")
     return stats

@@ -21,7 +21,9 @@ def extract_summary(stats: dict[str, Any], output: Path) -> str:
         f"pairs: {p['input']:,} read, {p['kept']:,} kept" + (f" (dropped: {drops})" if drops else ""),
         f"aligned: {stats['links']:,} links; vocabulary {stats['src_vocab']:,} src / {stats['tgt_vocab']:,} tgt",
         f"lexicon: {stats['lexicon_entries']:,} entries for {stats['lexicon_src_words']:,} source words -> {output}",
-        f"time: {stats['seconds']['total']} s (stats in {output.name}.stats.json)",
+        f"time: {stats['seconds']['total']} s"
+        + (f" in {stats['ran_on']}" if "ran_on" in stats else "")
+        + f" (stats in {output.name}.stats.json)",
     ]
     return "\n".join(lines)
 
@@ -34,6 +36,8 @@ def align_summary(summary: dict[str, Any], output: Path) -> str:
         how = f"{aligner['name']}, {how}"
     pairs, seconds = summary["pairs"], summary["seconds"]
     lines = [f"aligned {pairs:,} pairs: {summary['links']:,} links ({how}) in {seconds} s -> {output}"]
+    if "ran_on" in summary:
+        lines.append(f"ran in {summary['ran_on']}")
     n = summary.get("over_max_words", 0)
     if n:
         lines.append(

@@ -39,18 +39,35 @@ class Task:
     output: Path
     func: Callable[..., dict[str, Any]]
     args: tuple = ()
+    cost: float = 0.0  # tasks of a stage are submitted costliest first, so that the stage ends on short ones
 
 
 @dataclass
 class StageTimes:
-    """Seconds and peak memory (MiB, this process) per stage, for the job's stats."""
+    """Per stage, for the job's stats: seconds, this process's peak memory (MiB) and the work directory's size
+    (MiB) at its end."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     memory_mib: dict[str, float] = field(default_factory=dict)
+    disk_mib: dict[str, float] = field(default_factory=dict)
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, work: Path | None = None) -> None:
         self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 2)
         self.memory_mib[name] = peak_rss_mib()
+        if work is not None:
+            self.disk_mib[name] = max(self.disk_mib.get(name, 0.0), directory_mib(work))
+
+
+def directory_mib(path: Path) -> float:
+    """The size of the files under ``path``, MiB."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # removed while we looked
+                pass
+    return round(total / 2**20, 1)
 
 
 def peak_rss_mib() -> float:
@@ -102,10 +119,12 @@ class StageRunner:
         returns every task's stats, in task order. A bar named ``desc`` (default: ``name``) counts the tasks;
         ``desc=None``: no bar (the caller shows one)."""
         started = time.perf_counter()
-        tasks = tasks if desc is None else list(tasks)
-        stats: list[dict[str, Any] | None] = []
+        order: Iterable[tuple[int, Task]] = enumerate(tasks)
+        if desc is not None:  # a list: submitted costliest first (stats still come back in task order)
+            order = sorted(order, key=lambda it: (-it[1].cost, it[0]))
+        stats: dict[int, dict[str, Any]] = {}
         window: deque[tuple[int, Any]] = deque()
-        total = None if desc is None else len(tasks)
+        total = None if desc is None else len(order)
         with self.bar.stage(desc or name, total=total) if desc is not None else nullcontext(lambda: None) as tick:
 
             def settle() -> None:
@@ -114,8 +133,7 @@ class StageRunner:
                 tick()
                 faults.reached(f"stage-{name}")
 
-            for index, task in enumerate(tasks):
-                stats.append(None)
+            for index, task in order:
                 if task.output.exists():
                     stats[index] = read_stats(task.output)
                     tick()
@@ -126,8 +144,8 @@ class StageRunner:
                     settle()
             while window:
                 settle()
-        self.times.add(name, time.perf_counter() - started)
-        return [s if s is not None else {} for s in stats]
+        self.times.add(name, time.perf_counter() - started, self.work)
+        return [stats[i] for i in range(len(stats))]
 
     def run_one(self, name: str, task: Task) -> dict[str, Any]:
         """A stage of one task."""
