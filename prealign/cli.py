@@ -111,15 +111,28 @@ input_options = _options(
 )
 
 
+_RAY_ADDRESS = click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    help="Join this Ray cluster (host:port or 'auto'; `ray job submit` sets RAY_ADDRESS); default: an embedded "
+    "local Ray on 127.0.0.1, stopped with the job.",
+)
+_QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 ray_options = _options(
-    click.option(
-        "--ray-address",
-        envvar="RAY_ADDRESS",
-        help="Join this Ray cluster (host:port or 'auto'; `ray job submit` sets RAY_ADDRESS); default: an embedded "
-        "local Ray on 127.0.0.1, stopped with the job.",
-    ),
+    _RAY_ADDRESS,
     click.option("--workers", type=click.IntRange(min=0), help="Parallel tasks (default: all CPUs; 0: no Ray)."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    _QUIET,
+)
+stage_ray_options = _options(  # extract-lexicon, align: their default may run in this process
+    _RAY_ADDRESS,
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        help="Parallel tasks (0: in this process, no Ray). Default: in this process on a machine of 2 CPUs or "
+        "fewer or an input under 64 MiB (Ray would not pay for itself there), else every CPU on an embedded "
+        "Ray; the job says which. On a cluster the output must be on storage every node sees.",
+    ),
+    _QUIET,
 )
 
 
@@ -192,7 +205,7 @@ def aligner_options(default_symmetrize: str) -> F:
             help="builtin, eflomal: how the two directions' links combine (simalign and awesome give one "
             "alignment, by --method).",
         ),
-        ray_options,
+        stage_ray_options,
     )
 
 
