@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHARED_DATA, cli, tmpfs
 
-import prealign.pipelines.extract as extract
 from prealign.cli import main
+from prealign.pipelines import corpus_stages, dedup_stage, em_stage
+from prealign.pipelines.corpus_stages import WORK_DIRS
 
 FAST = ["--workers", 0, "-q", "--ibm1-iterations", 1, "--hmm-iterations", 1]
 EXTRACT = ["extract-lexicon", "--src-lang", "en", "--tgt-lang", "fr", *FAST]
@@ -32,26 +33,29 @@ def corpus(demo_corpus: Path, tmp_path: Path) -> Path:
 
 
 def no_work(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Make reading the input fail loudly: a check that must come first never lets it start."""
+    """Make reading the input, and the first stage's tasks, fail loudly: a check that must come first never lets
+    them start."""
     calls: list[Any] = []
 
-    def refuse(*args: Any) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
         calls.append(args)
         raise AssertionError("the job started before its checks")
 
-    monkeypatch.setattr(extract, "prepare_batch", refuse)
+    monkeypatch.setattr(corpus_stages, "read_parallel", refuse)
+    monkeypatch.setattr(dedup_stage, "prepare_task", refuse)
     return calls
 
 
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def counted(monkeypatch: pytest.MonkeyPatch, module: Any = dedup_stage, name: str = "prepare_task") -> list[Any]:
+    """The calls of a stage's task function from now on (the first stage's by default), one entry each."""
     calls: list[Any] = []
-    real = extract.prepare_batch
+    real = getattr(module, name)
 
-    def prepare(*args: Any) -> Any:
+    def task(*args: Any) -> Any:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(extract, "prepare_batch", prepare)
+    monkeypatch.setattr(module, name, task)
     return calls
 
 
@@ -193,16 +197,30 @@ def test_a_work_directory_that_is_a_symlink_is_refused(corpus, tmp_path, monkeyp
     assert calls == [] and [p.name for p in victim.iterdir()] == ["precious.txt"] and not out.exists()
 
 
-def test_a_work_directory_holding_other_files_is_refused(corpus, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_a_work_directory_holding_other_files_is_refused(corpus, tmp_path, monkeypatch, kind: str) -> None:
     out = tmp_path / "out.parquet"
     work = tmp_path / "out.parquet.work"
-    work.mkdir()
-    (work / "notes.txt").write_text("mine", encoding="utf-8")
-    (work / "batch-00000.npz").write_bytes(b"looks like the job's")
+    (work / "prepare").mkdir(parents=True)
+    (work / "prepare" / "batch-00000.npz").write_bytes(b"looks like the job's")
+    if kind == "file":
+        name = "notes.txt"
+        (work / name).write_text("mine", encoding="utf-8")
+    elif kind == "directory":  # not one of the stage directories
+        name = "mydata"
+        (work / name).mkdir()
+        (work / name / "precious.txt").write_text("mine", encoding="utf-8")
+    else:  # a symbolic link where a stage directory would be
+        name = "em"
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "precious.txt").write_text("mine", encoding="utf-8")
+        (work / name).symlink_to(tmp_path / "elsewhere")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     calls = no_work(monkeypatch)
-    result = cli(*EXTRACT, corpus, "-o", out, code=2)
-    assert "holds files this job did not make (notes.txt)" in result.stderr and result.stderr.count("\n") == 1
-    assert calls == [] and sorted(p.name for p in work.iterdir()) == ["batch-00000.npz", "notes.txt"]
+    for command in (EXTRACT, ALIGN):
+        result = cli(*command, corpus, "-o", out, code=2)
+        assert f"holds files this job did not make ({name})" in result.stderr and result.stderr.count("\n") == 1
+    assert calls == [] and sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
 def test_a_work_directory_of_another_run_loses_only_the_jobs_files(corpus, tmp_path) -> None:
@@ -210,9 +228,59 @@ def test_a_work_directory_of_another_run_loses_only_the_jobs_files(corpus, tmp_p
     work = tmp_path / "out.parquet.work"
     work.mkdir()
     (work / "journal.jsonl").write_text('{"fingerprint": "another job"}\n{"batch": 0}\n', encoding="utf-8")
-    for name in ("batch-00000.npz", "em-001.npz", ".vocabulary.npz.abc.tmp"):
+    (work / "lock").write_bytes(b"")
+    for name in (
+        "prepare/batch-00000.npz",
+        "prepare/.batch-00001.npz.abc.tmp",
+        "dedup/near-000.npy",
+        "encode/vocab.npz",
+        "em/it-001/params.npz",
+        "em/it-002/counts-00000.npy",
+        "count/chunk-00000.npz",
+    ):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(b"stale")
+    assert {p.name for p in work.iterdir() if p.is_dir()} == set(WORK_DIRS)
     cli(*EXTRACT, corpus, "-o", out)
+    assert out.is_file() and not work.exists()
+
+
+def test_bad_input_late_in_the_file_removes_the_work(corpus, tmp_path, monkeypatch) -> None:
+    lines = corpus.read_text("utf-8").splitlines()
+    lines[549] = lines[549].replace("\t", " ")  # no tab: not a pair
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(corpus_stages, "READ_BATCH", 100)
+    prepared = counted(monkeypatch)
+    for command, out in ((EXTRACT, tmp_path / "lex.parquet"), (ALIGN, tmp_path / "links.txt")):
+        prepared.clear()
+        result = cli(*command, corpus, "-o", out, code=2)
+        assert result.stderr.startswith(f"error: {corpus}:550: no tab separator"), result.stderr
+        assert result.stderr.count("\n") == 1
+        assert len(prepared) == 5  # the batches before the bad line were prepared in the work directory...
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.tsv"]  # ... which is gone with it
+
+
+def test_a_failure_that_is_not_bad_input_keeps_the_work(corpus, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "lex.parquet"
+    work = tmp_path / "lex.parquet.work"
+    monkeypatch.setattr(corpus_stages, "READ_BATCH", 100)
+    real = em_stage.estep_task
+
+    def broken(*args: Any) -> Any:
+        if args[1] == 1:  # the second iteration's E-steps (of iteration 1's parameters)
+            raise RuntimeError("a worker's bug")
+        return real(*args)
+
+    monkeypatch.setattr(em_stage, "estep_task", broken)
+    with pytest.raises(RuntimeError, match="a worker's bug"):
+        cli(*EXTRACT[:-2], "--hmm-iterations", 2, corpus, "-o", out)
+    assert not out.exists() and (work / "em" / "it-001" / "params.npz").is_file()
+    assert {p.name for p in work.iterdir() if p.is_dir()} == set(WORK_DIRS)
+    monkeypatch.setattr(em_stage, "estep_task", real)
+    prepared = counted(monkeypatch)
+    esteps = counted(monkeypatch, em_stage, "estep_task")
+    cli(*EXTRACT[:-2], "--hmm-iterations", 2, corpus, "-o", out)  # resumed: read and iteration 1 not done again
+    assert prepared == [] and len(esteps) == 2
     assert out.is_file() and not work.exists()
 
 
@@ -249,7 +317,7 @@ def test_align_leaves_over_long_pairs_unaligned(tmp_path: Path) -> None:
     out = tmp_path / "links.txt"
     result, grown = peak_rss_growth(lambda: cli(*ALIGN, corpus, "-o", out))
     assert grown < 1500, grown
-    assert result.stdout.splitlines()[1] == "not aligned: 1 pair with a side over --max-words (200 words): empty lines"
+    assert "not aligned: 1 pair with a side over --max-words (200 words): empty lines" in result.stdout.splitlines()
     lines = out.read_text("utf-8").split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[0] and lines[2]
     assert json.loads((tmp_path / "links.txt.stats.json").read_text("utf-8"))["over_max_words"] == 1

@@ -18,13 +18,13 @@ import pytest
 
 import prealign
 from prealign.errors import InputError
-from prealign.lexicon import builtin_aligner
-from prealign.lexicon.builtin_aligner import BuiltinConfig
 from prealign.lexicon.clean import DROP_REASONS, CleanConfig
+from prealign.lexicon.em import BuiltinConfig
 from prealign.lexicon.lexicon_io import read_lexicon
 from prealign.lexicon.links import read_pharaoh
-from prealign.pipelines import extract
+from prealign.pipelines import corpus_stages, em_stage
 from prealign.pipelines.extract import AlignJob, ExtractJob, ParallelInput, align, extract_lexicon, stats_path
+from prealign.pipelines.stages import StageRunner
 from prealign.text import Segmenter, SegmenterConfig
 
 EN = SegmenterConfig(apostrophe="next")
@@ -46,15 +46,27 @@ def extract_job(corpus: Path, out: Path, workers: int, **kw) -> ExtractJob:
     )
 
 
-def counting(func, calls: list, what=None):
-    """``func``, recording ``what(first argument)`` (or the result, when ``what`` is None) of each call."""
+def stage_tasks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[list[str]]]:
+    """From now on, the outputs of every stage's tasks (work-relative paths), per run of the stage: recorded
+    where the driver lists the tasks, so for any executor."""
+    seen: dict[str, list[list[str]]] = {}
+    real = StageRunner.run
 
-    def wrapper(*args):
-        result = func(*args)
-        calls.append(result if what is None else what(args[0]))
-        return result
+    def run(self: StageRunner, name: str, tasks, desc: str | None = ""):
+        outputs: list[str] = []
 
-    return wrapper
+        def listed():
+            for task in tasks:
+                outputs.append(str(task.output.relative_to(self.work)))
+                yield task
+
+        try:
+            return real(self, name, listed(), desc)
+        finally:
+            seen.setdefault(name, []).append(outputs)
+
+    monkeypatch.setattr(StageRunner, "run", run)
+    return seen
 
 
 def check_accounting(pairs: dict[str, int]) -> None:
@@ -108,40 +120,84 @@ def test_ray_session_reuses_the_running_ray(ray_local) -> None:
 # --- determinism -------------------------------------------------------------------------------------------
 
 
+def small_stages(monkeypatch: pytest.MonkeyPatch, read_batch: int) -> None:
+    """Stages of many tasks on the demo corpus: read batches of ``read_batch`` pairs, several exact and near
+    dedup shards (the driver cuts them, so this holds on Ray too)."""
+    monkeypatch.setattr(corpus_stages, "READ_BATCH", read_batch)
+    monkeypatch.setattr(corpus_stages, "SHARD_ROWS", 500)
+
+
+SMALL_SHARDS = 4000  # M-step shards of about 4000 chunk pairs: 3 a direction on the demo corpus's 4 chunks
+STAGES = {"prepare", "dedup_exact", "dedup_near", "dedup_resolve", "encode_batches", "encode_vocab",
+          "encode_chunks", "em_plan", "em_estep", "em_mstep", "decode_count"}  # fmt: skip
+
+
 def test_same_bytes_for_any_number_of_workers(ray_local, demo_corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(extract, "READ_BATCH", 128)
-    outputs: dict[int, tuple[bytes, bytes, dict]] = {}
-    batches: list[int] = []
-    chunks: list[list[tuple[int, int]]] = []
-    for workers in (0, 1, 2):
-        out = tmp_path / f"w{workers}" / "lexicon.parquet"
+    # in process with the default M-step shards (one a direction here) and with small ones, and on the embedded
+    # Ray with one and two workers: the same lexicon, links and stats; every stage of several tasks
+    outputs: dict[str, tuple[bytes, bytes, dict]] = {}
+    tasks: dict[str, dict[str, list[list[str]]]] = {}
+    for run, workers, shard_pairs in (("default", 0, None), ("w0", 0, SMALL_SHARDS), ("w1", 1, SMALL_SHARDS),
+                                      ("w2", 2, SMALL_SHARDS)):  # fmt: skip
+        out = tmp_path / run / "lexicon.parquet"
         out.parent.mkdir()
         links = out.with_name("links.txt")
         job = extract_job(demo_corpus, out, workers, aligner=SMALL_EM, links_output=links)
-        if workers == 0:  # count read batches and EM chunks (possible in process only)
-            with monkeypatch.context() as m:
-                m.setattr(extract, "prepare_batch", counting(extract.prepare_batch, batches, lambda b: b.num_rows))
-                m.setattr(builtin_aligner, "chunk_bounds", counting(builtin_aligner.chunk_bounds, chunks))
-                stats = extract_lexicon(job)
-        else:
+        with monkeypatch.context() as m:
+            if shard_pairs is not None:  # "default": one read batch, one dedup shard of each kind too
+                small_stages(m, 128)
+                m.setattr(em_stage, "SHARD_PAIRS", shard_pairs)
+            tasks[run] = stage_tasks(m)
             stats = extract_lexicon(job)
         saved = json.loads(stats_path(out).read_text())
         assert saved["pairs"] == stats["pairs"]
-        del saved["seconds"]
-        outputs[workers] = (out.read_bytes(), links.read_bytes(), saved)
+        assert set(saved["seconds"]) == STAGES | {"merge_score_write", "total"}
+        assert set(saved["memory_mib"]) == STAGES | {"merge_score_write"}
+        assert not out.with_name("lexicon.parquet.work").exists()
+        for key in ("seconds", "memory_mib", "job"):  # times, memory, the record of the outputs' sha256
+            del saved[key]
+        ran_on = saved.pop("ran_on", None)  # where it ran, in words
+        assert ran_on is None or ran_on.startswith("this process" if workers == 0 else f"Ray with {workers} worker")
+        saved.pop("work_dir_mib", None)  # what the work directory held at the end of each stage
+        outputs[run] = (out.read_bytes(), links.read_bytes(), saved)
 
-    assert batches == [128, 128, 128, 128, 88]
-    assert len(chunks) == 1 and len(chunks[0]) == math.ceil(outputs[0][2]["aligned_pairs"] / 150) >= 4
-    lexicon, links, stats = outputs[0]
+    lexicon, links, stats = outputs["default"]
     assert stats["lexicon_entries"] > 50 and stats["links"] > 1000
-    for workers in (1, 2):
-        assert outputs[workers][0] == lexicon, f"lexicon differs with workers={workers}"
-        assert outputs[workers][1] == links, f"links differ with workers={workers}"
-        assert outputs[workers][2] == stats
+    for run in ("w0", "w1", "w2"):
+        assert outputs[run][0] == lexicon, f"lexicon differs in run {run}"
+        assert outputs[run][1] == links, f"links differ in run {run}"
+        assert outputs[run][2] == stats, f"stats differ in run {run}"
+
+    def sizes(run: str) -> dict[str, list[int]]:
+        return {name: [len(listed) for listed in runs] for name, runs in tasks[run].items()}
+
+    chunks = math.ceil(stats["aligned_pairs"] / 150)
+    iterations = len(SMALL_EM.schedule)
+    assert chunks == 4 and iterations == 4
+    assert tasks["default"]["em_plan"] == [["em/plan-0-000.npz", "em/plan-1-000.npz"]]
+    assert sizes("default")["prepare"] == sizes("default")["dedup_near"] == [1]
+    plans = tasks["w0"]["em_plan"][0]
+    assert [p for p in plans if p.startswith("em/plan-0")] == [f"em/plan-0-{s:03d}.npz" for s in range(3)]
+    assert [p for p in plans if p.startswith("em/plan-1")] == [f"em/plan-1-{s:03d}.npz" for s in range(3)]
+    assert sizes("w0") == {
+        "prepare": [5],  # 600 pairs in batches of 128
+        "dedup_exact": [2],  # 600 exact keys in shards of 500
+        "dedup_near": [11],  # 600 pairs x 9 band tokens
+        "dedup_resolve": [1],
+        "encode_batches": [5],
+        "encode_vocab": [1],
+        "encode_chunks": [chunks],
+        "em_plan": [6],
+        "em_estep": [chunks] * iterations,
+        "em_mstep": [6] * iterations,
+        "decode_count": [chunks],
+    }
+    assert tasks["w1"] == tasks["w2"] == tasks["w0"]  # the same tasks, whoever runs them
 
 
 def test_align_same_bytes_in_process_and_on_ray(ray_local, demo_corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(extract, "READ_BATCH", 200)
+    small_stages(monkeypatch, 200)
+    monkeypatch.setattr(em_stage, "SHARD_PAIRS", SMALL_SHARDS)
     texts = {}
     for workers in (0, 2):
         job = AlignJob(ParallelInput(pairs=demo_corpus), EN, FR, SMALL_EM, workers=workers, progress=False)

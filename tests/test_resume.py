@@ -1,8 +1,8 @@
 """Resume after ``kill -9``: a real subprocess is stopped at a named point (``prealign.pipelines.faults``), killed
 with SIGKILL and started again with the same arguments, several times over. The result must be byte-identical
-to an uninterrupted run, finished shards must never be rewritten, a half-written file never taken for a
-finished one, and a resumed run must do only the work that was left (counted in process, where a job is
-interrupted by an exception at the same points). Resume on a Ray cluster is in tests/test_cluster.py."""
+to an uninterrupted run, finished files never rewritten, a half-written file never taken for a finished one,
+and a resumed run must do only the work that was left (its tasks counted in the child, which runs them in
+process). Resume on a Ray cluster is in tests/test_cluster.py."""
 
 from __future__ import annotations
 
@@ -21,37 +21,58 @@ import pytest
 from conftest import cli, psutil_module, wait_gone
 from test_switch_job import Assets, sentences
 
+import prealign.pipelines.corpus_stages as corpus_stages
+import prealign.pipelines.dedup_stage as dedup_stage
 import prealign.pipelines.extract as extract
 import prealign.pipelines.switch_job as switch_pipeline
-from prealign.lexicon import builtin_aligner
 from prealign.pipelines import faults
 from prealign.pipelines.workdir import JOURNAL, LOCK, WorkDir, read_journal
 
-# The command line in a child process, with the batch sizes made small and the parallel stages counted: a run
-# that ends normally prints "CALLS {...}" on stderr (how often each stage's unit of work ran in this process).
+# The command line in a child process, with the batch sizes made small and the stages' tasks counted: a run that
+# ends normally prints "CALLS {...}" on stderr (how often each task function ran in this process: all of them
+# with --workers 0, none on Ray). TEST_CHUNK_SENTENCES, TEST_SHARD_ROWS and TEST_SHARD_PAIRS make EM chunks,
+# dedup shards and M-step shards small.
 RUNNER = """
-import atexit, functools, json, os, sys
-import prealign.lexicon.builtin_aligner as aligner
+import atexit, collections, dataclasses, functools, json, os, sys
+import prealign.cli as cli
+import prealign.pipelines.corpus_stages as corpus_stages
+import prealign.pipelines.em_stage as em_stage
 import prealign.pipelines.extract as extract
+import prealign.pipelines.stages as stages
 import prealign.pipelines.switch_job as switch
 
-extract.READ_BATCH = int(sys.argv.pop(1))
+corpus_stages.READ_BATCH = extract.READ_BATCH = int(sys.argv.pop(1))
 switch.DOC_BATCH = int(sys.argv.pop(1))
-calls = {"prepare": 0, "estep": 0, "switch": 0}
+corpus_stages.SHARD_ROWS = int(os.environ.get("TEST_SHARD_ROWS", corpus_stages.SHARD_ROWS))
+em_stage.SHARD_PAIRS = int(os.environ.get("TEST_SHARD_PAIRS", em_stage.SHARD_PAIRS))
+calls = collections.Counter(switch=0)
 
-def counted(name, func):
-    @functools.wraps(func)
-    def run(*args):
-        calls[name] += 1
-        return func(*args)
-    return run
+if os.environ.get("TEST_CHUNK_SENTENCES"):  # EM chunks of that many sentences (no option sets it)
+    job_fields = cli._job_fields
 
-if os.environ.get("TEST_CHUNK_SENTENCES"):  # EM chunks of that many sentences
-    bounds = aligner.chunk_bounds
-    aligner.chunk_bounds = lambda n, size: bounds(n, int(os.environ["TEST_CHUNK_SENTENCES"]))
-extract.prepare_batch = counted("prepare", extract.prepare_batch)
-aligner._chunk_counts = counted("estep", aligner._chunk_counts)
-switch.switch_task = counted("switch", switch.switch_task)
+    def small_chunks(kw):
+        fields = job_fields(kw)
+        size = int(os.environ["TEST_CHUNK_SENTENCES"])
+        return {**fields, "aligner": dataclasses.replace(fields["aligner"], chunk_sentences=size)}
+
+    cli._job_fields = small_chunks
+
+checked = stages._checked
+
+@functools.wraps(checked)
+def counted_task(work, func, *args):
+    calls[func.__name__] += 1
+    return checked(work, func, *args)
+
+switch_task = switch.switch_task
+
+@functools.wraps(switch_task)
+def counted_switch(*args):
+    calls["switch"] += 1
+    return switch_task(*args)
+
+stages._checked = counted_task
+switch.switch_task = counted_switch
 atexit.register(lambda: print("CALLS " + json.dumps(calls), file=sys.stderr))
 from prealign.cli import main
 sys.argv[0] = "prealign-data"
@@ -229,77 +250,194 @@ def test_switch_with_other_arguments_starts_afresh(switch_setup, tmp_path, monke
 
 EXTRACT = ["extract-lexicon", "-q", "--src-lang", "en", "--tgt-lang", "fr", "--ibm1-iterations", 2]
 EXTRACT += ["--hmm-iterations", 2]
+# On the 600-pair demo corpus: 6 read batches of 100 pairs, 2 exact and 11 near dedup shards, 4 EM chunks of
+# 150 pairs, 3 M-step shards a direction
+SMALL = {"TEST_CHUNK_SENTENCES": "150", "TEST_SHARD_ROWS": "500", "TEST_SHARD_PAIRS": "4000"}
+# the files that say a task is done, by task function (the E-step and M-step: see done_tasks)
+DONE = {
+    "prepare_task": "prepare/batch-?????.npz",
+    "exact_task": "dedup/exact-???.npy",
+    "near_task": "dedup/near-???.npy",
+    "resolve_task": "dedup/dropped.npz",
+    "local_task": "encode/local-?????.npz",
+    "vocab_task": "encode/vocab.npz",
+    "chunk_task": "encode/chunk-?????.npz",
+    "plan_task": "em/plan-?-???.npz",
+    "decode_task": "count/chunk-?????.npz",
+}
+TASKS = [*DONE, "estep_task", "mstep_task"]
 
 
 @pytest.fixture(scope="module")
 def extract_reference(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("resume-extract")
     out = root / "lex.parquet"
-    cli(*EXTRACT, demo_corpus, "-o", out, "--links", root / "links.txt", "--workers", 0)
-    return {"lexicon": out.read_bytes(), "links": (root / "links.txt").read_bytes(), "stats": stats(out)}
+    calls = run([*EXTRACT, demo_corpus, "-o", out, "--links", root / "links.txt", "--workers", 0], root, env=SMALL)
+    expected = {"prepare_task": 6, "exact_task": 2, "near_task": 11, "resolve_task": 1, "local_task": 6}
+    expected |= {"vocab_task": 1, "chunk_task": 4, "plan_task": 6, "estep_task": 4 * 4, "mstep_task": 6 * 4}
+    assert ran(calls) == {**expected, "decode_task": 4}
+    return {
+        "lexicon": out.read_bytes(),
+        "links": (root / "links.txt").read_bytes(),
+        "stats": stats(out),
+        "calls": calls,
+    }
 
 
 def stats(lexicon: Path) -> dict[str, Any]:
+    """The stats JSON but for what may differ between runs: times, memory, the record of the outputs, and where
+    it ran and what its work directory held (a resumed run's differs)."""
     saved = json.loads(lexicon.with_name(lexicon.name + ".stats.json").read_text("utf-8"))
-    del saved["seconds"]
+    for key in ("seconds", "memory_mib", "job"):
+        del saved[key]
+    for key in ("ran_on", "work_dir_mib"):
+        saved.pop(key, None)
     return saved
 
 
-def test_extract_killed_again_and_again_does_only_the_rest(
+def ran(calls: dict[str, int]) -> dict[str, int]:
+    """How many tasks of each function a run printed it ran."""
+    return {name: calls.get(name, 0) for name in TASKS}
+
+
+def last_iteration(work: Path) -> int:
+    """The last EM iteration whose parameters were saved (0: none)."""
+    return max((int(p.parent.name[3:]) for p in work.glob("em/it-*/params.npz")), default=0)
+
+
+def done_tasks(work: Path, totals: dict[str, int]) -> dict[str, int]:
+    """How many tasks of each function the files in ``work`` say are done (``totals``: an uninterrupted run's)."""
+    done = {name: len(list(work.glob(pattern))) for name, pattern in DONE.items()}
+    last = last_iteration(work)
+    current = work / "em" / f"it-{last + 1:03d}"  # the iteration under way, if any
+    done["estep_task"] = last * totals["chunk_task"] + len(list(current.glob("counts-?????.npz")))
+    done["mstep_task"] = last * totals["plan_task"] + len(list(current.glob("table-?-???.npy")))
+    return done
+
+
+def identities(work: Path) -> dict[str, tuple[int, int]]:
+    """Inode and mtime of every file under ``work``, by relative path."""
+    return {str(p.relative_to(work)): identity(p) for p in sorted(work.rglob("*")) if p.is_file()}
+
+
+def check_kept(before: dict[str, tuple[int, int]], work: Path) -> dict[str, tuple[int, int]]:
+    """Every file of ``before`` (an earlier kill's) is still there unchanged, but the EM iterations before the
+    last one saved (removed once the next is saved); returns the files now."""
+    now = identities(work)
+    last = last_iteration(work)
+    gone = [f for f in before if f not in now]
+    assert all(re.fullmatch(r"em/it-(\d{3})/.*", f) and int(f[6:9]) < last for f in gone), gone
+    rewritten = [f for f in before if f in now and now[f] != before[f]]
+    assert rewritten == [], f"finished files written again: {rewritten}"
+    return now
+
+
+def check_result(out: Path, links: Path, reference: dict[str, Any]) -> None:
+    assert out.read_bytes() == reference["lexicon"]
+    assert links.read_bytes() == reference["links"]
+    assert stats(out) == reference["stats"]
+    assert not out.with_name(out.name + ".work").exists()
+
+
+@pytest.mark.parametrize(
+    ("point", "stage"),
+    [
+        ("stage-prepare:2", "prepare_task"),
+        ("stage-dedup_near:2", "near_task"),
+        ("stage-encode_chunks:1", "chunk_task"),
+        ("stage-em_estep:5", "estep_task"),  # in the second iteration
+        ("stage-em_mstep:2", "mstep_task"),  # in the first iteration
+        ("em-iteration:1", "estep_task"),
+        ("stage-decode_count:1", "decode_task"),
+    ],
+)
+def test_extract_killed_at_any_point_does_only_the_rest(
+    demo_corpus: Path, extract_reference: dict[str, Any], point: str, stage: str, tmp_path: Path
+) -> None:
+    out, links = tmp_path / "lex.parquet", tmp_path / "links.txt"
+    args = [*EXTRACT, demo_corpus, "-o", out, "--links", links, "--workers", 0]
+    work = tmp_path / "lex.parquet.work"
+    totals = extract_reference["calls"]
+    run(args, tmp_path, pause=point, env=SMALL)
+    assert read_journal(work)[0]["fingerprint"] and not out.exists() and not links.exists()
+    done = done_tasks(work, totals)
+    assert 0 < done[stage] < totals[stage], done  # killed in the middle of the job
+    per_round = {"estep_task": totals["chunk_task"], "mstep_task": totals["plan_task"]}.get(stage, totals[stage])
+    if point.startswith("stage-"):  # ... and of a stage (of an EM iteration's stage): some of its tasks done
+        assert done[stage] % per_round != 0, done
+    else:  # between two iterations
+        assert done["estep_task"] % per_round == 0 and done["mstep_task"] == totals["plan_task"], done
+    calls = run(args, tmp_path, env=SMALL)
+    assert ran(calls) == {name: totals[name] - done[name] for name in TASKS}
+    check_result(out, links, extract_reference)
+
+
+def test_extract_killed_again_and_again_never_rewrites_a_finished_file(
     demo_corpus: Path, extract_reference: dict[str, Any], tmp_path: Path
 ) -> None:
     out, links = tmp_path / "lex.parquet", tmp_path / "links.txt"
     args = [*EXTRACT, demo_corpus, "-o", out, "--links", links, "--workers", 0]
     work = tmp_path / "lex.parquet.work"
-    # killed after two read batches; restarted, killed once the corpus is written; restarted, killed after its
-    # first EM iteration (the first of the schedule); restarted, killed after its first (the second)
-    run(args, tmp_path, pause="extract-batch:2")
-    assert [e["batch"] for e in read_journal(work) if "batch" in e] == [0, 1]
-    first = {p.name: identity(p) for p in work.glob("batch-*.npz") if p.name < "batch-00002"}
-    run(args, tmp_path, pause="extract-corpus")
-    batches = {p.name: identity(p) for p in work.glob("batch-*.npz")}
-    assert len(batches) == 6 and {k: batches[k] for k in first} == first  # journaled batches kept as they were
-    for saved in ([1], [1, 2]):
-        run(args, tmp_path, pause="em-iteration:1")
-        assert [e["em"] for e in read_journal(work) if "em" in e] == saved
-        assert sorted(p.name for p in work.glob("em-*.npz")) == [f"em-{saved[-1]:03d}.npz"]
-        assert {p.name: identity(p) for p in work.glob("batch-*.npz")} == batches  # the read stage not redone
+    kept: dict[str, tuple[int, int]] = {}
+    planted, first = None, []
+    # each run resumes the last and is killed a stage further on
+    for point in ("stage-prepare:1", "stage-dedup_near:1", "stage-encode_chunks:1", "stage-em_estep:1",
+                  "stage-em_mstep:1", "em-iteration:2", "stage-decode_count:1"):  # fmt: skip
+        run(args, tmp_path, pause=point, env=SMALL)
         assert not out.exists() and not links.exists()  # nothing beside the output before the end
-    counts = run(args, tmp_path)
-    assert counts == {"prepare": 0, "estep": 2, "switch": 0}  # two iterations were left
-    assert out.read_bytes() == extract_reference["lexicon"]
-    assert links.read_bytes() == extract_reference["links"]
-    assert stats(out) == extract_reference["stats"]
-    assert not work.exists()
+        kept = check_kept(kept, work)
+        estep = sorted(f for f in kept if re.fullmatch(r"em/it-001/counts-\d{5}\.npz", f))
+        if point == "stage-em_estep:1":  # in the middle of the first iteration: some of its E-steps done
+            assert 0 < len(estep) < 4 and not (work / "em" / "it-001" / "params.npz").exists()
+            first = estep
+        if point == "stage-em_mstep:1":  # the same iteration resumed: those E-steps kept (check_kept), the rest run
+            assert set(first) < set(estep) and len(estep) == 4
+        if point == "em-iteration:2":
+            assert sorted(f for f in kept if f.endswith("params.npz")) == ["em/it-002/params.npz"]
+        if point == "stage-encode_chunks:1":  # what a kill in a chunk's task leaves: a temporary file, and the
+            # chunk's EM file complete-looking, its sentences (written last) missing; neither is taken as done
+            planted = next(c for c in range(4) if not (work / "encode" / f"chunk-{c:05d}.npz").exists())
+            (work / "encode" / f".chunk-{planted:05d}.npz.x1y2.tmp").write_bytes(b"half a chunk")
+            (work / "encode" / f"chunk-{planted:05d}.pkl").write_bytes(b"not a finished chunk")
+            kept = {f: i for f, i in identities(work).items() if f != f"encode/chunk-{planted:05d}.pkl"}
+    assert planted is not None and (work / "encode" / f"chunk-{planted:05d}.npz").is_file()
+    assert not (work / "encode" / f"chunk-{planted:05d}.pkl").read_bytes().startswith(b"not")
+    totals = extract_reference["calls"]
+    done = done_tasks(work, totals)
+    assert 0 < done["decode_task"] < 4
+    calls = run(args, tmp_path, env=SMALL)
+    assert ran(calls) == {name: totals[name] - done[name] for name in TASKS}
+    assert sum(ran(calls).values()) == calls["decode_task"]  # only decoding was left
+    check_result(out, links, extract_reference)
 
 
-@pytest.mark.parametrize(
-    ("point", "left"),
-    [("extract-batch:4", {"prepare": 2, "estep": 4}), ("em-iteration:3", {"prepare": 0, "estep": 1})],
-)
-def test_extract_restart_does_only_what_is_left(
-    demo_corpus, extract_reference, point: str, left: dict[str, int], tmp_path, monkeypatch
+def test_extract_on_embedded_ray_killed_mid_iteration(
+    demo_corpus: Path, extract_reference: dict[str, Any], tmp_path: Path
 ) -> None:
-    out = tmp_path / "lex.parquet"
-    args = [*EXTRACT, demo_corpus, "-o", out, "--links", tmp_path / "links.txt", "--workers", 0]
-    monkeypatch.setattr(extract, "READ_BATCH", READ_BATCH)  # 6 batches of 100 pairs
-    interrupted(monkeypatch, point, *args)
-    assert (tmp_path / "lex.parquet.work" / JOURNAL).is_file() and not out.exists()
-    prepared = counting(monkeypatch, extract, "prepare_batch")
-    esteps = counting(monkeypatch, builtin_aligner, "_chunk_counts")
-    cli(*args)
-    assert {"prepare": len(prepared), "estep": len(esteps)} == left  # 2 + 2 iterations in all
-    assert out.read_bytes() == extract_reference["lexicon"]
-    assert (tmp_path / "links.txt").read_bytes() == extract_reference["links"]
-    assert stats(out) == extract_reference["stats"]
+    # the driver and its embedded Ray are killed with E-steps in flight on Ray's workers; the rerun (on Ray too)
+    # keeps every file they finished
+    out, links = tmp_path / "lex.parquet", tmp_path / "links.txt"
+    args = [*EXTRACT, demo_corpus, "-o", out, "--links", links, "--workers", 2]
+    work = tmp_path / "lex.parquet.work"
+    run(args, tmp_path, pause="stage-em_estep:1", env=SMALL)
+    kept = check_kept({}, work)
+    counts = [f for f in kept if re.fullmatch(r"em/it-001/counts-\d{5}\.npz", f)]
+    assert counts and "em/it-001/params.npz" not in kept
+    run(args, tmp_path, pause="em-iteration:1", env=SMALL)
+    assert "em/it-001/params.npz" in check_kept(kept, work)
+    run(args, tmp_path, env=SMALL)
+    check_result(out, links, extract_reference)
 
 
 def test_extract_with_other_arguments_starts_afresh(demo_corpus, tmp_path, monkeypatch) -> None:
     out = tmp_path / "lex.parquet"
-    monkeypatch.setattr(extract, "READ_BATCH", READ_BATCH)
+    for module in (corpus_stages, extract):
+        monkeypatch.setattr(module, "READ_BATCH", READ_BATCH)
     interrupted(monkeypatch, "em-iteration:2", *EXTRACT, demo_corpus, "-o", out, "--workers", 0)
+    work = tmp_path / "lex.parquet.work"
+    assert (work / "em" / "it-002" / "params.npz").is_file()  # interrupted (not bad input): the work is kept
     other = [*EXTRACT[:-1], 1]  # one HMM iteration instead of two
-    prepared = counting(monkeypatch, extract, "prepare_batch")
+    prepared = counting(monkeypatch, dedup_stage, "prepare_task")
     cli(*other, demo_corpus, "-o", out, "--workers", 0)
     assert len(prepared) == 6  # everything read again
     cli(*other, demo_corpus, "-o", tmp_path / "fresh.parquet", "--workers", 0)
