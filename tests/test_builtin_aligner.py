@@ -47,13 +47,13 @@ def read_model(work: Path) -> Model:
     """The last iteration's parameters, read back chunk by chunk as the E-step and decoding read them; checks on
     the way that a pair shared by several chunks has the same probability in each."""
     last = em_stage.last_iteration(work)
-    shards = em_stage._shards(work, last)
+    shards = em_stage.shard_counts(work)
     n_chunks = n_chunk_files(work)
     keys, fwd, bwd = [], [], []
     globals_ = None
     for c in range(n_chunks):
         chunk = read_chunk(work, c)
-        globals_, (t_fwd, t_bwd) = em_stage.chunk_params(work, last, chunk, c, shards, (0, 0), CONFIG)
+        globals_, (t_fwd, t_bwd) = em_stage.chunk_params(work, last, chunk, c, shards, (0, 0))
         assert len(t_fwd) == len(t_bwd) == len(chunk.pairs)
         keys.append(chunk.pairs)
         fwd.append(t_fwd)
@@ -228,7 +228,7 @@ def test_shards_and_workers_do_not_change_training(demo, trained, tmp_path: Path
     for name, executor in (("local", LocalExecutor()), ("ray", ray_local.executor)):
         out = tmp_path / name
         got = align_in_memory(corpus, CONFIG, out, executor)
-        shards = em_stage._shards(out, len(CONFIG.schedule))
+        shards = em_stage.shard_counts(out)
         assert min(shards) >= 4, shards
         assert np.array_equal(got[0], fwd) and np.array_equal(got[1], bwd), name
         model = read_model(out)

@@ -197,7 +197,7 @@ def test_a_work_directory_that_is_a_symlink_is_refused(corpus, tmp_path, monkeyp
     assert calls == [] and [p.name for p in victim.iterdir()] == ["precious.txt"] and not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink", "file in a stage directory"])
 def test_a_work_directory_holding_other_files_is_refused(corpus, tmp_path, monkeypatch, kind: str) -> None:
     out = tmp_path / "out.parquet"
     work = tmp_path / "out.parquet.work"
@@ -210,6 +210,9 @@ def test_a_work_directory_holding_other_files_is_refused(corpus, tmp_path, monke
         name = "mydata"
         (work / name).mkdir()
         (work / name / "precious.txt").write_text("mine", encoding="utf-8")
+    elif kind == "file in a stage directory":  # the stage directory is not the job's to empty either
+        name = "prepare"
+        (work / "prepare" / "notes.txt").write_text("mine", encoding="utf-8")
     else:  # a symbolic link where a stage directory would be
         name = "em"
         (tmp_path / "elsewhere").mkdir()
@@ -230,7 +233,11 @@ def test_a_work_directory_of_another_run_loses_only_the_jobs_files(corpus, tmp_p
     (work / "journal.jsonl").write_text('{"fingerprint": "another job"}\n{"batch": 0}\n', encoding="utf-8")
     (work / "lock").write_bytes(b"")
     for name in (
+        "batch-00000.npz",  # what versions before the stages left: cleared too
+        "em-001.npz",
+        "vocabulary.npz",
         "prepare/batch-00000.npz",
+        "prepare/batch-00000.sig.npy",
         "prepare/.batch-00001.npz.abc.tmp",
         "dedup/near-000.npy",
         "encode/vocab.npz",

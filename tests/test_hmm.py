@@ -450,10 +450,10 @@ def test_model1_em_never_decreases_loglik(tmp_path: Path) -> None:
     stored = em.load_params(em_stage.iteration_dir(tmp_path, last) / "params.npz")
     for d in (FORWARD, BACKWARD):
         np.testing.assert_allclose(stored.t_null[d], globals_.t_null[d], rtol=1e-5)
-    shards = em_stage._shards(tmp_path, last)
+    shards = em_stage.shard_counts(tmp_path)
     for c, chunk in enumerate(chunks):
         assert np.array_equal(read_chunk(tmp_path, c).pairs, chunk.pairs)
-        _, (t_fwd, t_bwd) = em_stage.chunk_params(tmp_path, last, chunk, c, shards, (0, 0), config)
+        _, (t_fwd, t_bwd) = em_stage.chunk_params(tmp_path, last, chunk, c, shards, (0, 0))
         local = np.searchsorted(keys, chunk.pairs)
         np.testing.assert_allclose(t_fwd, t[FORWARD][local], rtol=1e-5, atol=1e-8)
         np.testing.assert_allclose(t_bwd, t[BACKWARD][local], rtol=1e-5, atol=1e-8)

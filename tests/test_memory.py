@@ -260,7 +260,7 @@ def test_counts_merged_over_chunks_equal_counting_all_links_at_once(demo) -> Non
 
 def shards(work: Path, it: int) -> list[int]:
     """How many M-step shards each direction had at iteration ``it``."""
-    return [len(list(em_stage.iteration_dir(work, it).glob(f"table-{d}-*.offsets.npy"))) for d in (0, 1)]
+    return [len(list(em_stage.iteration_dir(work, it).glob(f"table-{d}-*.npy"))) for d in (0, 1)]
 
 
 def test_em_shards_give_the_links_of_one_shard(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,7 +285,7 @@ def test_em_shards_give_the_links_of_one_shard(demo, tmp_path: Path, monkeypatch
     last = len(config.schedule)
     for c in range(len(keys)):
         chunk = read_chunk(work[0], c)
-        params = [em_stage.chunk_params(w, last, chunk, c, tuple(shards(w, last)), (0, 0), config) for w in work]
+        params = [em_stage.chunk_params(w, last, chunk, c, tuple(shards(w, last)), (0, 0)) for w in work]
         (g0, t0), (g1, t1) = params
         assert len(t0[0]) == len(chunk.pairs) and t0[0].any()
         for a, b in zip((*t0, *g0.t_null, *g0.jump), (*t1, *g1.t_null, *g1.jump), strict=True):

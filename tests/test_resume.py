@@ -57,7 +57,7 @@ if os.environ.get("TEST_CHUNK_SENTENCES"):  # EM chunks of that many sentences (
 
     cli._job_fields = small_chunks
 
-checked = stages._checked
+checked = stages.run_task
 
 @functools.wraps(checked)
 def counted_task(work, func, *args):
@@ -71,7 +71,7 @@ def counted_switch(*args):
     calls["switch"] += 1
     return switch_task(*args)
 
-stages._checked = counted_task
+stages.run_task = counted_task
 switch.switch_task = counted_switch
 atexit.register(lambda: print("CALLS " + json.dumps(calls), file=sys.stderr))
 from prealign.cli import main

@@ -32,7 +32,15 @@ from prealign.text import SegmenterConfig, check_segmented
 
 READ_BATCH = 16384  # input pairs per prepare task
 SHARD_ROWS = 1 << 20  # exact keys or band tokens per dedup shard (about 50 MB in its task)
-WORK_DIRS = ("prepare", "dedup", "encode", "em", "count")  # the stage directories of a work directory
+# the stage directories of a work directory, with the files each may hold (docs/architecture.md)
+WORK_DIRS = {
+    "prepare": ("batch-*",),
+    "dedup": ("exact-*.npy", "near-*.npy", "dropped.npz"),
+    "encode": ("local-*.npz", "map-*.npz", "vocab.npz", "chunk-*"),
+    "em": ("plan-*.npz", "it-*/counts-*", "it-*/table-*", "it-*/params.npz"),
+    "count": ("chunk-*",),
+}
+LEGACY_NAMES = ("batch-*.npz", "vocabulary.npz", "em-*.npz")  # what versions before the stages left at the top
 
 
 @dataclass

@@ -5,10 +5,11 @@ The pure steps are in :mod:`prealign.lexicon.em`. Each iteration ``N`` (from 1) 
 - ``counts-CCCCC.npy`` + ``counts-CCCCC.npz``, one E-step task per chunk: the chunk's expected pair counts
   (forward in the chunk's source-major pair order, backward in its target-major order), and its empty-word and
   jump counts;
-- ``table-D-PPP.npy`` (+ ``.offsets.npy``), one M-step task per direction D and shard P of the pairs: the shard
+- ``table-D-PPP.npy``, one M-step task per direction D and shard P of the pairs: the shard
   sums each pair's counts over the chunks, in chunk order, normalises per state word (shards hold whole state
   words: source words forward, target words backward), and writes the new probabilities back *per chunk*:
-  chunk C's values are the slice ``offsets[C]:offsets[C + 1]``, in that chunk's own pair order. The next E-step
+  chunk C's values are the slice ``offsets[C]:offsets[C + 1]`` (``offsets`` from the shard's plan,
+  ``em/plan-D-PPP.npz``, made once), in that chunk's own pair order. The next E-step
   reads its slices (memory-mapped), so no process ever holds the whole table;
 - ``params.npz``, written last by the driver: the empty-word tables and jumps from the chunks' counts summed in
   chunk order. Its presence is the checkpoint: a restarted job continues after the last iteration that has one
@@ -48,8 +49,8 @@ def iteration_dir(work: Path, it: int) -> Path:
     return Path(work) / "em" / f"it-{it:03d}"
 
 
-def _table(work: Path, it: int, direction: int, shard: int, suffix: str = ".npy") -> Path:
-    return iteration_dir(work, it) / f"table-{direction}-{shard:03d}{suffix}"
+def _table(work: Path, it: int, direction: int, shard: int) -> Path:
+    return iteration_dir(work, it) / f"table-{direction}-{shard:03d}.npy"
 
 
 def shard_bounds(work: Path, n_chunks: int) -> list[list[tuple[int, int]]]:
@@ -76,7 +77,8 @@ def _read_tables(work: Path, it: int, chunk: int, direction: int, shards: int, b
     """Chunk ``chunk``'s translation probabilities of one direction after iteration ``it``, in local order."""
     parts = []
     for p in range(shards):
-        offsets = np.load(_table(work, it, direction, p, ".offsets.npy"))
+        with np.load(_plan_file(work, direction, p)) as plan:
+            offsets = plan["offsets"]
         parts.append(np.load(_table(work, it, direction, p), mmap_mode="r")[offsets[chunk] : offsets[chunk + 1]])
     values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     if bperm is None:
@@ -86,8 +88,9 @@ def _read_tables(work: Path, it: int, chunk: int, direction: int, shards: int, b
     return local
 
 
-def chunk_params(work: Path, it: int, chunk: Any, index: int, shards: tuple[int, int], sizes: tuple[int, int], config):
-    """The parameters of one chunk after iteration ``it`` (0: the uniform start)."""
+def chunk_params(work: Path, it: int, chunk: Any, index: int, shards: tuple[int, int], sizes: tuple[int, int]):
+    """The shared parameters and the chunk's translation probabilities after iteration ``it`` (0: the uniform
+    start)."""
     if it == 0:
         globals_ = em.initial_globals(*sizes)
         t = (em.initial_table(len(chunk.pairs), sizes[1]), em.initial_table(len(chunk.pairs), sizes[0]))
@@ -106,7 +109,7 @@ def estep_task(
 ) -> dict[str, Any]:
     """Iteration ``it + 1``'s E-step on chunk ``index`` (see the module doc for what it writes)."""
     chunk = read_chunk(work, index)
-    globals_, t = chunk_params(work, it, chunk, index, shards, sizes, config)
+    globals_, t = chunk_params(work, it, chunk, index, shards, sizes)
     if config.schedule[it] == "HMM":
         globals_ = em.with_jumps(globals_, config)
     counts = em.estep(chunk, em.chunk_params(t, globals_, config), config.agreement and it > 0)
@@ -156,7 +159,6 @@ def mstep_task(work: Path, it: int, direction: int, shard: int, n_chunks: int) -
         counts[offsets[c] : offsets[c + 1]] = row[lo[c] : lo[c] + n]
     totals = np.bincount(inverse, weights=counts, minlength=len(unique))  # in chunk order: any worker count
     t = em.mstep_table(unique, totals)
-    save_npy(_table(work, it, direction, shard, ".offsets.npy"), offsets)
     save_npy(_table(work, it, direction, shard), t[inverse])
     return {}
 
@@ -228,9 +230,9 @@ def train(
     return len(schedule)
 
 
-def _shards(work: Path, it: int) -> tuple[int, int]:
-    """How many M-step shards each direction has (those iteration ``it`` wrote)."""
-    return tuple(len(list(iteration_dir(work, it).glob(f"table-{d}-*.offsets.npy"))) for d in (FORWARD, BACKWARD))
+def shard_counts(work: Path) -> tuple[int, int]:
+    """How many M-step shards each direction has (their plans)."""
+    return tuple(len(list((Path(work) / "em").glob(f"plan-{d}-*.npz"))) for d in (FORWARD, BACKWARD))
 
 
 def decode_task(
@@ -249,7 +251,7 @@ def decode_task(
 
     chunk = read_chunk(work, index)
     sentences = read_sentences(chunk_file(work, index))
-    globals_, t = chunk_params(work, it, chunk, index, _shards(work, it), (0, 0), config)
+    globals_, t = chunk_params(work, it, chunk, index, shard_counts(work), (0, 0))
     links = em.decode(chunk, sentences, em.chunk_params(t, globals_, config), config)
     return count_task(work, index, sentences, links, method, max_span, joiners, count)
 
@@ -281,7 +283,7 @@ def align_in_memory(
     links: list[list[np.ndarray]] = [[], []]
     for c in range(len(bounds)):
         chunk = read_chunk(work, c)
-        globals_, t = chunk_params(work, last, chunk, c, _shards(work, last), (0, 0), config)
+        globals_, t = chunk_params(work, last, chunk, c, shard_counts(work), (0, 0))
         fwd, bwd = em.decode(chunk, read_sentences(chunk_file(work, c)), em.chunk_params(t, globals_, config), config)
         links[0].append(fwd)
         links[1].append(bwd)

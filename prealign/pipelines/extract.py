@@ -41,7 +41,7 @@ from prealign.lexicon.score import LexiconConfig, score_pairs
 from prealign.lexicon.symmetrize import Method
 from prealign.outputs import check_outputs
 from prealign.pipelines import em_stage, job_outputs
-from prealign.pipelines.corpus_stages import READ_BATCH, WORK_DIRS, CorpusFiles, build_corpus
+from prealign.pipelines.corpus_stages import LEGACY_NAMES, READ_BATCH, WORK_DIRS, CorpusFiles, build_corpus
 from prealign.pipelines.count_stage import chunk_links, count_file, count_task, merge_counts, summed_pairs, write_links
 from prealign.pipelines.executor import LocalExecutor
 from prealign.pipelines.progress import Progress
@@ -158,7 +158,7 @@ def _work_session(job: AlignJob, output: Path, work_fp: str, written: list[Path]
     """The job's work directory beside ``output``: removed on success and on bad input, kept otherwise;
     the temporary files a killed write of ``written`` left are removed first."""
     with disk_full_is_input_error(output):
-        with WorkDir(work_dir_for(output), work_fp, dirs=WORK_DIRS).kept_unless_bad_input() as work:
+        with WorkDir(work_dir_for(output), work_fp, LEGACY_NAMES, WORK_DIRS).kept_unless_bad_input() as work:
             remove_temporaries(written)
             yield work
 

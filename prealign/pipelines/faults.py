@@ -4,11 +4,13 @@ They do nothing unless their environment variables are set, which only the tests
 
 - ``PREALIGN_TEST_PAUSE=POINT[:N]``: the N-th time (default 1) the driver reaches ``POINT`` it creates the file
   named by ``PREALIGN_TEST_PAUSE_FILE`` and sleeps, so that the test can ``kill -9`` it right there. The
-  points are named where :func:`reached` is called (``switch-shard``, ``switch-commit``, ``extract-batch``,
-  ``extract-corpus``, ``em-iteration``).
+  points are named where :func:`reached` is called (``switch-shard``, ``switch-commit``; for the stage jobs
+  ``stage-NAME`` after each task of stage NAME the driver awaited (``stage-prepare``, ``stage-em_estep``, ...,
+  :mod:`prealign.pipelines.stages`), ``extract-corpus`` and ``em-iteration``).
 - ``PREALIGN_TEST_WORKER_DELAY=SECONDS``: every Ray task and actor call in a process that sees the variable
   (a test sets it for one node's processes only) first creates a file in ``PREALIGN_TEST_WORKER_MARKS`` and
-  then sleeps, so that the test can kill that node while work is in flight there.
+  then sleeps, so that the test can kill that node while work is in flight there (a stage task's mark is named
+  by its function, e.g. ``estep_task``).
 """
 
 from __future__ import annotations

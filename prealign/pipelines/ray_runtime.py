@@ -136,7 +136,8 @@ def executor_for(address: str | None, workers: int | None):
 def _hooked(func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def task(*args: Any) -> Any:
-        faults.worker_call(func.__name__)
+        # a stage task arrives wrapped (stages.run_task(work, func, ...)): the hook names the task's function
+        faults.worker_call(args[1].__name__ if getattr(func, "runs_stage_task", False) else func.__name__)
         return func(*args)
 
     return task

@@ -15,7 +15,8 @@ it dies.
 A work directory only ever loses files the job made: the journal and the lock, the files its events name
 (``"file"`` keys, at any depth), files matching the job's naming scheme (``names``, glob patterns such as
 ``batch-*.npz``) and the temporary files of all of these (``.NAME.*.tmp``, :func:`prealign.textio.temp_file`),
-and the subdirectories the job names (``dirs``: one per stage, holding only that stage's files).
+and the subdirectories the job names (``dirs``: one per stage, each with the patterns of the files it may hold,
+relative to it; a stage directory holding anything else is refused like a foreign file).
 A work directory that is a symbolic link, is not a directory, or holds anything else (another subdirectory, a
 symbolic link, a file of another name) is refused before
 anything is touched (:class:`WorkDirRefused`, one line, exit code 2): it is not the job's to empty.
@@ -29,7 +30,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,17 @@ class WorkDir:
     """The journal and files of one job; use :meth:`session` to hold it while the job runs. ``names``: glob
     patterns of the files the job writes into it besides those its journal events name (see the module doc)."""
 
-    def __init__(self, path: Path, job_fingerprint: str, names: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        job_fingerprint: str,
+        names: Iterable[str] = (),
+        dirs: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fingerprint = job_fingerprint
         self.names = tuple(names)
-        self.dirs = frozenset(dirs)
+        self.dirs = {name: tuple(patterns) for name, patterns in (dirs or {}).items()}
         self.events: list[dict[str, Any]] = []
         self._lock: int | None = None
 
@@ -110,8 +117,24 @@ class WorkDir:
         if p.is_symlink():
             return False
         if p.is_dir():
-            return p.name in self.dirs
+            return p.name in self.dirs and self._stage_files_only(p, self.dirs[p.name])
         return self.owns(p.name, named)
+
+    @staticmethod
+    def _stage_files_only(directory: Path, patterns: tuple[str, ...]) -> bool:
+        """True when everything under a stage directory matches its patterns (temporary files of them too)."""
+        for root, subdirs, files in os.walk(directory):
+            if any(os.path.islink(os.path.join(root, d)) for d in subdirs):
+                return False
+            for name in files:
+                if os.path.islink(os.path.join(root, name)):
+                    return False
+                if name.startswith(".") and name.endswith(".tmp"):
+                    name = name[1:].rsplit(".", 2)[0]
+                relative = os.path.relpath(os.path.join(root, name), directory)
+                if not any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns):
+                    return False
+        return True
 
     def _clear(self) -> None:
         """Delete the job's own files and stage directories (what :meth:`owns` says), keeping the lock."""
