@@ -30,7 +30,7 @@ Each size runs ``/usr/bin/time -v prealign-data extract-lexicon FILE --src-lang 
 EXTRA`` from no output at all, with ``RAY_ADDRESS`` unset (a Ray it starts is its own). Its descendants are
 sampled every 0.2 s with psutil: each Ray worker (``ray::...`` but Ray's two agents, or ``default_worker.py``;
 RSS and RSS minus shared, as Ray's object store pages are shared memory), raylet and gcs_server. By default the
-tool may run in one process (2 CPUs or fewer, or a small input) at one size and on Ray at another: give
+tool may run in one process (one CPU, or an input under 32 MiB) at one size and on Ray at another: give
 ``-- --workers N`` (or ``0``) to compare like with like. Prints a markdown table, a row per size (pairs and
 vocabularies from the stats JSON, wall time, peak RSS of the command as ``time -v`` reports it, Ray workers
 seen and the largest one's peaks, every stage of ``seconds``; the stats' ``memory`` too if it has one), then

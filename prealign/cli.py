@@ -128,9 +128,9 @@ stage_ray_options = _options(  # extract-lexicon, align: their default may run i
     click.option(
         "--workers",
         type=click.IntRange(min=0),
-        help="Parallel tasks (0: in this process, no Ray). Default: in this process on a machine of 2 CPUs or "
-        "fewer or an input under 64 MiB (Ray would not pay for itself there), else every CPU on an embedded "
-        "Ray; the job says which. On a cluster the output must be on storage every node sees.",
+        help="Parallel tasks (0: in this process, no Ray). Default: in this process on a machine of one CPU or "
+        "an input under 32 MiB (Ray would not pay for itself there), else every CPU on an embedded Ray; the "
+        "job says which. On a cluster the output must be on storage every node sees.",
     ),
     _QUIET,
 )

@@ -264,3 +264,14 @@ def one_error_line(result: Result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+# a pair long enough (35 + 35 tokens) that one changed word leaves it a near duplicate
+LONG_EN = (
+    "On the first warm morning of the long summer the old fisherman carefully walked down to the quiet "
+    "harbour with his grandson , and together they repaired the torn nets before the sun rose ."
+)
+LONG_FR = (
+    "Le premier matin chaud du long été , le vieux pêcheur descendit prudemment au port tranquille avec "
+    "son petit-fils , et ensemble ils réparèrent les filets déchirés avant le lever du soleil ."
+)

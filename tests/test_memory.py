@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import psutil_module
+from conftest import LONG_EN, LONG_FR, psutil_module
 
 from prealign.demo import write_corpus
 from prealign.lexicon import clean
@@ -108,15 +108,6 @@ def test_job_memory_is_flat_from_1x_to_4x_input(tmp_path: Path) -> None:
 
 # --- the file stages equal the whole-corpus functions ----------------------------------------------------------
 
-# a pair long enough (35 + 35 tokens) that one changed word leaves it a near duplicate
-LONG_EN = (
-    "On the first warm morning of the long summer the old fisherman carefully walked down to the quiet "
-    "harbour with his grandson , and together they repaired the torn nets before the sun rose ."
-)
-LONG_FR = (
-    "Le premier matin chaud du long été , le vieux pêcheur descendit prudemment au port tranquille avec "
-    "son petit-fils , et ensemble ils réparèrent les filets déchirés avant le lever du soleil ."
-)
 CHUNK = 128  # sentences per chunk: chunks that span prepare batches (of 97 pairs) and cut them
 
 

@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import LONG_EN, LONG_FR
 
 import prealign
 from prealign.errors import InputError
@@ -210,15 +211,6 @@ def test_align_same_bytes_in_process_and_on_ray(ray_local, demo_corpus: Path, tm
 
 # --- accounting --------------------------------------------------------------------------------------------
 
-LONG_EN = (
-    "On the first warm morning of the long summer the old fisherman carefully walked down to the quiet "
-    "harbour with his grandson , and together they repaired the torn nets before the sun rose ."
-)
-LONG_FR = (
-    "Le premier matin chaud du long été , le vieux pêcheur descendit prudemment au port tranquille avec "
-    "son petit-fils , et ensemble ils réparèrent les filets déchirés avant le lever du soleil ."
-)
-
 
 def planted_lines(base: list[tuple[str, str]]) -> tuple[list[str], dict[str, int]]:
     """Lines to append to ``base`` and how many of each outcome they add."""
@@ -331,3 +323,36 @@ def test_lexicon_columns_dtypes_and_metadata(demo_corpus: Path, tmp_path: Path) 
     assert best["cat"] == "chat" and best["house"] == "maison" and best["sees"] == "voit"
 
     assert len(read_pharaoh(tmp_path / "links.txt")) == stats["pairs"]["kept"]
+
+
+# --- where the job runs by default ---------------------------------------------------------------------------
+
+
+def test_the_default_runs_in_this_process_where_ray_would_not_pay(tmp_path: Path, monkeypatch) -> None:
+    """No --workers, no --ray-address: one CPU or a small input runs in this process (and the job says why); a
+    large input on several CPUs gets Ray with every CPU; an explicit choice is obeyed as given."""
+    from prealign.pipelines import extract
+
+    small = tmp_path / "small.tsv"
+    small.write_text("a b\tc d\n" * 10, encoding="utf-8")
+    job = AlignJob(ParallelInput(pairs=small))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    workers, why = extract.choose_executor(job)
+    assert workers == 0 and "under 32 MiB" in why and "--workers N" in why
+    monkeypatch.setattr(extract, "SMALL_INPUT", small.stat().st_size)  # the file is now as large as the limit
+    assert extract.choose_executor(job) == (None, "4 CPUs, input of 0 MiB")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert extract.choose_executor(job) == (0, "1 CPU: Ray would not pay for itself")
+    assert extract.choose_executor(AlignJob(ParallelInput(pairs=small), workers=2)) == (2, "as asked")
+    assert extract.choose_executor(AlignJob(ParallelInput(pairs=small), ray_address="auto")) == (None, "as asked")
+
+
+def test_the_cli_says_where_the_default_ran(demo_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lex.parquet"
+    env = {**os.environ, "PYTHONPATH": str(Path(prealign.__file__).parents[1])}
+    command = [sys.executable, "-m", "prealign.cli", "extract-lexicon", str(demo_corpus), "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "running in this process (input of 0 MiB, under 32 MiB: Ray would not pay" in done.stderr
+    assert "in this process (input of 0 MiB" in done.stdout  # the summary's time line
+    assert json.loads(stats_path(out).read_text("utf-8"))["ran_on"].startswith("this process (input of 0 MiB")

@@ -37,7 +37,7 @@ WORK_DIRS = {
     "prepare": ("batch-*",),
     "dedup": ("exact-*.npy", "near-*.npy", "dropped.npz"),
     "encode": ("local-*.npz", "map-*.npz", "vocab.npz", "chunk-*"),
-    "em": ("plan-*.npz", "it-*/counts-*", "it-*/table-*", "it-*/params.npz"),
+    "em": ("plan-*.npz", "plan-*-offsets.npy", "it-*/counts-*", "it-*/table-*", "it-*/params.npz"),
     "count": ("chunk-*",),
 }
 LEGACY_NAMES = ("batch-*.npz", "vocabulary.npz", "em-*.npz")  # what versions before the stages left at the top

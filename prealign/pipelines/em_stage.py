@@ -9,7 +9,8 @@ The pure steps are in :mod:`prealign.lexicon.em`. Each iteration ``N`` (from 1) 
   sums each pair's counts over the chunks, in chunk order, normalises per state word (shards hold whole state
   words: source words forward, target words backward), and writes the new probabilities back *per chunk*:
   chunk C's values are the slice ``offsets[C]:offsets[C + 1]`` (``offsets`` from the shard's plan,
-  ``em/plan-D-PPP.npz``, made once), in that chunk's own pair order. The next E-step
+  ``em/plan-D-PPP.npz``, made once, and gathered for the E-steps in ``em/plan-D-offsets.npy``), in that
+  chunk's own pair order. The next E-step
   reads its slices (memory-mapped), so no process ever holds the whole table;
 - ``params.npz``, written last by the driver: the empty-word tables and jumps from the chunks' counts summed in
   chunk order. Its presence is the checkpoint: a restarted job continues after the last iteration that has one
@@ -76,10 +77,9 @@ def shard_bounds(work: Path, n_chunks: int) -> list[list[tuple[int, int]]]:
 def _read_tables(work: Path, it: int, chunk: int, direction: int, shards: int, bperm: np.ndarray | None):
     """Chunk ``chunk``'s translation probabilities of one direction after iteration ``it``, in local order."""
     parts = []
+    where = np.array(np.load(_offsets_file(work, direction), mmap_mode="r")[:, chunk : chunk + 2])  # [shards, 2]
     for p in range(shards):
-        with np.load(_plan_file(work, direction, p)) as plan:
-            offsets = plan["offsets"]
-        parts.append(np.load(_table(work, it, direction, p), mmap_mode="r")[offsets[chunk] : offsets[chunk + 1]])
+        parts.append(np.load(_table(work, it, direction, p), mmap_mode="r")[where[p, 0] : where[p, 1]])
     values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     if bperm is None:
         return np.ascontiguousarray(values, dtype=np.float32)
@@ -128,6 +128,11 @@ def estep_task(
 
 def _plan_file(work: Path, direction: int, shard: int) -> Path:
     return Path(work) / "em" / f"plan-{direction}-{shard:03d}.npz"
+
+
+def _offsets_file(work: Path, direction: int) -> Path:
+    """Every shard's plan offsets of one direction in one array [shards, chunks + 1] (what an E-step reads)."""
+    return Path(work) / "em" / f"plan-{direction}-offsets.npy"
 
 
 def plan_task(work: Path, direction: int, shard: int, bounds: tuple[int, int], n_chunks: int) -> dict[str, Any]:
@@ -202,6 +207,13 @@ def train(
         for p in range(shards[d])
     ]
     runner.run("em_plan", plans, "M-step plan")
+    for d in (FORWARD, BACKWARD):
+        if not _offsets_file(work, d).exists():
+            offsets = []
+            for p in range(shards[d]):
+                with np.load(_plan_file(work, d, p)) as plan:
+                    offsets.append(plan["offsets"])
+            save_npy(_offsets_file(work, d), np.stack(offsets))
     done = last_iteration(work)
     for it in range(done):
         if progress is not None:
@@ -232,7 +244,7 @@ def train(
 
 def shard_counts(work: Path) -> tuple[int, int]:
     """How many M-step shards each direction has (their plans)."""
-    return tuple(len(list((Path(work) / "em").glob(f"plan-{d}-*.npz"))) for d in (FORWARD, BACKWARD))
+    return tuple(len(list((Path(work) / "em").glob(f"plan-{d}-[0-9]*.npz"))) for d in (FORWARD, BACKWARD))
 
 
 def decode_task(

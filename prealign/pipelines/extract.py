@@ -168,22 +168,22 @@ def work_dir_for(output: Path) -> Path:
     return Path(os.fspath(output) + ".work")
 
 
-SMALL_INPUT = 64 << 20  # bytes of input below which starting Ray costs more than it brings
+SMALL_INPUT = 32 << 20  # bytes of input below which starting Ray costs more than it brings (docs/benchmarks.md)
 
 
 def choose_executor(job: AlignJob) -> tuple[int | None, str]:
     """The workers to use (0: in this process) and why. An explicit ``--workers`` or ``--ray-address`` is
-    obeyed; by default the job runs in this process on a machine of 2 CPUs or fewer, or on an input under
-    ``SMALL_INPUT`` (Ray's start and its task round trips cost more than a second core brings there:
-    docs/benchmarks.md), and on embedded Ray with every CPU otherwise."""
+    obeyed; by default the job runs in this process on a machine of one CPU or on an input under
+    ``SMALL_INPUT`` (measured on 2 cores: Tatoeba's 10 MB take 20 s in one process and 35 s on Ray with its
+    start; 30 MB break even; 120 MB take 158 s against 111 s), and on embedded Ray with every CPU otherwise."""
     if job.workers is not None or job.ray_address is not None:
         return job.workers, "as asked"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     size = sum(p.stat().st_size for p in _input_files(job))
-    if cpus <= 2:
-        return 0, f"{cpus} CPU{'s' if cpus > 1 else ''}: Ray would not pay for itself; --workers N to use Ray"
+    if cpus < 2:
+        return 0, "1 CPU: Ray would not pay for itself"
     if size < SMALL_INPUT:
-        return 0, f"input of {size / 2**20:.0f} MiB: Ray would not pay for itself; --workers N to use Ray"
+        return 0, f"input of {size / 2**20:.0f} MiB, under 32 MiB: Ray would not pay for itself; --workers N to use it"
     return None, f"{cpus} CPUs, input of {size / 2**20:.0f} MiB"
 
 
