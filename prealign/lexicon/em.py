@@ -20,6 +20,7 @@ posterior: every word links to its most probable counterpart when that beats the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from prealign.arrays import join_offsets
 from prealign.lexicon.encode import candidate_grid
 from prealign.lexicon.hmm import BACKWARD, FORWARD, Chunk, Params
 from prealign.lexicon.hmm import estep as _hmm_estep
@@ -175,6 +177,19 @@ class SentenceArrays:
     @property
     def n_sentences(self) -> int:
         return len(self.src_offsets) - 1
+
+
+def concat_sentences(parts: Sequence[SentenceArrays], first: int | None = None) -> SentenceArrays:
+    """Runs of sentences in order, as one, numbered from ``first`` (default: the first part's)."""
+
+    empty = np.zeros(0, np.int32)
+    return SentenceArrays(
+        np.concatenate([p.src_ids for p in parts] or [empty]),
+        join_offsets([np.asarray(p.src_offsets, dtype=np.int64) for p in parts]),
+        np.concatenate([p.tgt_ids for p in parts] or [empty]),
+        join_offsets([np.asarray(p.tgt_offsets, dtype=np.int64) for p in parts]),
+        first if first is not None else (parts[0].first if parts else 0),
+    )
 
 
 def save_params(fh: BinaryIO, globals_: Globals) -> None:

@@ -64,7 +64,8 @@ def word_lists(sentences: list[list[str]]) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
 
 
-def _encode_side(sentences: Sentences) -> tuple[np.ndarray, np.ndarray, Vocab]:
+def encode_side(sentences: Sentences) -> tuple[np.ndarray, np.ndarray, Vocab]:
+    """One side's word ids (first-occurrence order), sentence offsets and vocabulary."""
     if not isinstance(sentences, pa.Array):
         sentences = word_lists(sentences)
     lengths = pc.fill_null(pc.list_value_length(sentences), 0).to_numpy().astype(np.int64)
@@ -95,6 +96,6 @@ def encode_corpus(src: Sentences, tgt: Sentences) -> EncodedCorpus:
     """Encode segmented sentence pairs (lists of words, or Arrow list arrays) into an :class:`EncodedCorpus`."""
     if len(src) != len(tgt):
         raise ValueError(f"{len(src)} source sentences but {len(tgt)} target sentences")
-    src_ids, src_off, src_vocab = _encode_side(src)
-    tgt_ids, tgt_off, tgt_vocab = _encode_side(tgt)
+    src_ids, src_off, src_vocab = encode_side(src)
+    tgt_ids, tgt_off, tgt_vocab = encode_side(tgt)
     return EncodedCorpus(src_ids, src_off, tgt_ids, tgt_off, src_vocab, tgt_vocab)

@@ -23,9 +23,9 @@ import numpy as np
 from prealign.lexicon import clean
 from prealign.lexicon.corpus import read_parallel
 from prealign.lexicon.dedup import lsh_bands, min_matches
+from prealign.lexicon.em import concat_sentences
 from prealign.lexicon.encode import EncodedCorpus, Vocab
 from prealign.pipelines import dedup_stage, encode_stage, faults
-from prealign.pipelines.count_stage import sentence_arrays
 from prealign.pipelines.progress import Progress
 from prealign.pipelines.stages import StageRunner, Task
 from prealign.text import SegmenterConfig, check_segmented
@@ -61,7 +61,7 @@ class CorpusFiles:
     def load(self) -> EncodedCorpus:
         """The whole corpus in memory (for the aligners that need every sentence at once)."""
         parts = [encode_stage.read_sentences(encode_stage.chunk_file(self.work, c)) for c in range(self.n_chunks)]
-        whole = sentence_arrays(parts)
+        whole = concat_sentences(parts)
         return EncodedCorpus(whole.src_ids, whole.src_offsets, whole.tgt_ids, whole.tgt_offsets, *self.vocab())
 
 

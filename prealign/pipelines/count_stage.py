@@ -12,7 +12,7 @@ distinct pairs, not the links.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,21 +179,3 @@ def write_links(parts: Iterable[np.ndarray], n_sentences: int, path: Path) -> in
 
     atomic_write(path, write)
     return total
-
-
-def sentence_arrays(parts: Sequence[SentenceArrays]) -> SentenceArrays:
-    """Runs of sentences in order, as one (numbered from the first's ``first``)."""
-
-    def offsets(arrays: list[np.ndarray]) -> np.ndarray:
-        lengths = [np.diff(a) for a in arrays]
-        joined = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        return np.concatenate([[0], np.cumsum(joined)]).astype(np.int64)
-
-    empty = np.zeros(0, np.int32)
-    return SentenceArrays(
-        np.concatenate([p.src_ids for p in parts] or [empty]),
-        offsets([p.src_offsets for p in parts]),
-        np.concatenate([p.tgt_ids for p in parts] or [empty]),
-        offsets([p.tgt_offsets for p in parts]),
-        parts[0].first if parts else 0,
-    )

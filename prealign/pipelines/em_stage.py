@@ -88,15 +88,23 @@ def _read_tables(work: Path, it: int, chunk: int, direction: int, shards: int, b
     return local
 
 
-def chunk_params(work: Path, it: int, chunk: Any, index: int, shards: tuple[int, int], sizes: tuple[int, int]):
+def chunk_params(
+    work: Path,
+    it: int,
+    chunk: Any,
+    index: int,
+    shards: tuple[int, int],
+    sizes: tuple[int, int],
+    bperm: np.ndarray | None = None,
+):
     """The shared parameters and the chunk's translation probabilities after iteration ``it`` (0: the uniform
-    start)."""
+    start); ``bperm``: the chunk's ``.bperm.npy``, when the caller has it already."""
     if it == 0:
         globals_ = em.initial_globals(*sizes)
         t = (em.initial_table(len(chunk.pairs), sizes[1]), em.initial_table(len(chunk.pairs), sizes[0]))
     else:
         globals_ = em.load_params(iteration_dir(work, it) / "params.npz")
-        bperm = np.load(chunk_file(work, index, ".bperm.npy"))
+        bperm = np.load(chunk_file(work, index, ".bperm.npy")) if bperm is None else bperm
         t = (
             _read_tables(work, it, index, FORWARD, shards[FORWARD], None),
             _read_tables(work, it, index, BACKWARD, shards[BACKWARD], bperm),
@@ -109,11 +117,11 @@ def estep_task(
 ) -> dict[str, Any]:
     """Iteration ``it + 1``'s E-step on chunk ``index`` (see the module doc for what it writes)."""
     chunk = read_chunk(work, index)
-    globals_, t = chunk_params(work, it, chunk, index, shards, sizes)
+    bperm = np.load(chunk_file(work, index, ".bperm.npy"))
+    globals_, t = chunk_params(work, it, chunk, index, shards, sizes, bperm)
     if config.schedule[it] == "HMM":
         globals_ = em.with_jumps(globals_, config)
     counts = em.estep(chunk, em.chunk_params(t, globals_, config), config.agreement and it > 0)
-    bperm = np.load(chunk_file(work, index, ".bperm.npy"))
     out = iteration_dir(work, it + 1)
     save_npy(out / f"counts-{index:05d}.npy", np.stack([counts.pairs[FORWARD], counts.pairs[BACKWARD][bperm]]))
     sparse = {}

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from prealign.lexicon import clean
-from prealign.lexicon.em import SentenceArrays
-from prealign.lexicon.encode import Vocab
+from prealign.lexicon.em import SentenceArrays, concat_sentences
+from prealign.lexicon.encode import Vocab, encode_side
 from prealign.lexicon.hmm import Chunk, make_chunk
 from prealign.pipelines.dedup_stage import final_codes, read_prepared
 from prealign.pipelines.stages import read_stats, read_words, save_npy, save_npz, words_arrays
@@ -49,15 +48,6 @@ def chunk_file(work: Path, chunk: int, suffix: str = ".npz") -> Path:
     return Path(work) / "encode" / f"chunk-{chunk:05d}{suffix}"
 
 
-def _encode_side(sentences: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Distinct words by first occurrence, the local id of every word, sentence offsets."""
-    lengths = pc.fill_null(pc.list_value_length(sentences), 0).to_numpy().astype(np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    encoded = pc.dictionary_encode(sentences.flatten())
-    return encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), offsets
-
-
 def local_task(out: Path, prepared: Path, dropped_rows: np.ndarray, dropped_reasons: np.ndarray) -> dict[str, Any]:
     """Step 1 for one batch: its kept pairs (length filter passed, not ``dropped_rows``, batch-local) encoded."""
     batch = read_prepared(prepared)
@@ -66,8 +56,10 @@ def local_task(out: Path, prepared: Path, dropped_rows: np.ndarray, dropped_reas
     take = pa.array(kept)
     arrays: dict[str, np.ndarray] = {}
     for side, words in (("src", batch.src), ("tgt", batch.tgt)):
-        vocab, ids, offsets = _encode_side(words.take(take))
-        arrays.update(words_arrays(f"{side}_words", vocab.to_pylist()), **{f"{side}_ids": ids, f"{side}_off": offsets})
+        ids, offsets, vocab = encode_side(words.take(take))
+        arrays.update(
+            words_arrays(f"{side}_words", vocab.words.to_pylist()), **{f"{side}_ids": ids, f"{side}_off": offsets}
+        )
     reasons = np.bincount(codes.astype(np.int64), minlength=len(clean.REASONS))
     stats = {"kept": len(kept), "reasons": reasons.tolist(), "over_max_words": batch.stats.get("over_max_words", 0)}
     save_npz(out, stats, **arrays)
@@ -111,20 +103,14 @@ def read_vocab(path: Path) -> tuple[Vocab, Vocab]:
         return Vocab(read_words(z, "src")), Vocab(read_words(z, "tgt"))
 
 
-def _rows(local: Path, mapping: Path, lo: int, hi: int) -> dict[str, np.ndarray]:
-    """Global word ids and sentence lengths of kept pairs [lo, hi) of one batch."""
-    out = {}
+def _rows(local: Path, mapping: Path, lo: int, hi: int) -> SentenceArrays:
+    """Kept pairs [lo, hi) of one batch, with global word ids."""
     with np.load(local) as z, np.load(mapping) as m:
+        sides = []
         for side in ("src", "tgt"):
             off = z[f"{side}_off"]
-            out[f"{side}_ids"] = m[side][z[f"{side}_ids"][off[lo] : off[hi]]]
-            out[f"{side}_len"] = np.diff(off[lo : hi + 1])
-    return out
-
-
-def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
-    joined = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    return np.concatenate([[0], np.cumsum(joined)]).astype(np.int64)
+            sides += [m[side][z[f"{side}_ids"][off[lo] : off[hi]]].astype(np.int32), off[lo : hi + 1] - off[lo]]
+    return SentenceArrays(*sides)
 
 
 def chunk_task(
@@ -132,16 +118,7 @@ def chunk_task(
 ) -> dict[str, Any]:
     """Step 3 for chunk ``index``: its sentences from ``pieces`` ((local file, map file, lo, hi) of each batch
     it spans), numbered from ``first``; with ``em``, its EM chunk over vocabularies of ``sizes`` words."""
-    parts = [_rows(*piece) for piece in pieces]
-    empty = np.zeros(0, np.int32)
-    sentences = SentenceArrays(
-        np.concatenate([p["src_ids"] for p in parts] or [empty]).astype(np.int32),
-        _offsets([p["src_len"] for p in parts]),
-        np.concatenate([p["tgt_ids"] for p in parts] or [empty]).astype(np.int32),
-        _offsets([p["tgt_len"] for p in parts]),
-        first,
-    )
-    return write_chunk(work, index, sentences, sizes, em)
+    return write_chunk(work, index, concat_sentences([_rows(*piece) for piece in pieces], first), sizes, em)
 
 
 def write_chunk(work: Path, index: int, sentences: SentenceArrays, sizes: tuple[int, int], em: bool) -> dict[str, Any]:
